@@ -1,0 +1,60 @@
+"""The memory a configuration may use: --gpu-mem minus the CUDA runtime reserve minus headroom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import AutofitError
+from .runtime import runtime_constants
+from .units import GIB, parse_size
+
+
+@dataclass(frozen=True)
+class Budget:
+    gpu_mem_text: str  # as the person wrote it, e.g. "24GB"
+    gpu_mem_bytes: int
+    reserve_bytes: int  # CUDA context and library workspaces, outside PyTorch's allocator
+    reserve_source: str  # "measured" or "default"
+    headroom: float  # share of gpu_mem kept free
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.gpu_mem_bytes - self.reserve_bytes - self.headroom * self.gpu_mem_bytes)
+
+    @property
+    def usable_gib(self) -> float:
+        return self.usable_bytes / GIB
+
+    @property
+    def gpu_mem_gib(self) -> float:
+        return self.gpu_mem_bytes / GIB
+
+
+def measure_cuda_reserve() -> int | None:
+    """Device memory the CUDA runtime takes outside PyTorch's allocator once a context, cuBLAS and a
+    kernel have run, on GPU 0; None without a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a = torch.ones(256, 256, device="cuda", dtype=torch.bfloat16)
+    (a @ a).sum().item()  # creates the cuBLAS handle and workspace
+    free, total = torch.cuda.mem_get_info()
+    return int(total - free - torch.cuda.memory_reserved())
+
+
+def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = False) -> Budget:
+    """The Budget for --gpu-mem and --headroom; the reserve is measured when `measure` and a GPU is present."""
+    total = parse_size(gpu_mem)
+    constants = runtime_constants()
+    headroom = constants["headroom"] if headroom is None else headroom
+    if not 0 <= headroom < 1:
+        raise AutofitError(f"--headroom must be a fraction in [0, 1), got {headroom}")
+    measured = measure_cuda_reserve() if measure else None
+    reserve = measured if measured is not None else int(constants["cuda_runtime_reserve_gib"] * GIB)
+    budget = Budget(gpu_mem_text=gpu_mem, gpu_mem_bytes=total, reserve_bytes=reserve,
+                    reserve_source="measured" if measured is not None else "default", headroom=headroom)
+    if budget.usable_bytes <= 0:
+        raise AutofitError(f"--gpu-mem {gpu_mem} leaves nothing usable after the CUDA runtime reserve "
+                           f"({reserve / GIB:.2f} GiB) and headroom ({headroom:.0%})")
+    return budget

@@ -1,0 +1,113 @@
+"""The configurations a search may probe: a space's product, with pins, the global-batch constraint and
+the validity rules applied, plus what memory monotonicity lets us infer about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import AutofitError
+from .knobs import KNOBS, TrainingConfig, knob_specs
+from .rules import violated_rule
+from .space import SearchSpace
+
+
+@dataclass
+class CandidateSet:
+    """Valid configurations, each with its position in every knob's memory order."""
+
+    configs: list[TrainingConfig]
+    searched: list[str]  # knobs that take more than one value among the candidates (Optuna parameters)
+    fixed: dict  # knob -> value for the rest
+
+    def __post_init__(self):
+        specs = knob_specs()
+        self._index = {self.params_key(self.params(i)): i for i in range(len(self.configs))}
+        ordered = [k for k in KNOBS if specs[k].memory_order not in (None, "none")]
+        unordered = [k for k in KNOBS if k not in ordered]
+        self._ranks = np.array([[specs[k].memory_rank(getattr(c, k)) for k in ordered] for c in self.configs],
+                               dtype=float).reshape(len(self.configs), len(ordered))
+        codes = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
+                 for k in unordered}
+        self._exact = np.array([[codes[k][getattr(c, k)] for k in unordered] for c in self.configs],
+                               dtype=int).reshape(len(self.configs), len(unordered))
+        self._keys = {c.key(): i for i, c in enumerate(self.configs)}
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    @property
+    def choices(self) -> dict[str, tuple]:
+        """Each searched knob's values, in the space's order."""
+        seen: dict[str, dict] = {k: {} for k in self.searched}
+        for c in self.configs:
+            for k in self.searched:
+                seen[k].setdefault(getattr(c, k), None)
+        return {k: tuple(v) for k, v in seen.items()}
+
+    def params(self, index: int) -> dict:
+        config = self.configs[index]
+        return {k: getattr(config, k) for k in self.searched}
+
+    @staticmethod
+    def params_key(params: dict) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in params.items()))
+
+    def index_of_params(self, params: dict) -> int | None:
+        return self._index.get(self.params_key({k: params[k] for k in self.searched if k in params}))
+
+    def index_of_config(self, config: TrainingConfig) -> int | None:
+        return self._keys.get(config.key())
+
+    def at_least_as_large_as(self, index: int) -> np.ndarray:
+        """Mask of candidates that need at least as much memory as candidate `index` by the knobs'
+        memory orders (equal on knobs without an order): if `index` runs out of memory, so do they."""
+        return np.all(self._ranks >= self._ranks[index], axis=1) & np.all(self._exact == self._exact[index], axis=1)
+
+    def minimal(self) -> list[int]:
+        """Candidates no other candidate is smaller than (the cheapest configurations of the space).
+        Visiting by increasing rank sum, a candidate is minimal unless a minimal one found earlier is below it."""
+        found: list[int] = []
+        finite = np.where(np.isinf(self._ranks), 1e18, self._ranks)
+        for i in np.argsort(finite.sum(axis=1), kind="stable"):
+            if found:
+                below = np.all(self._ranks[found] <= self._ranks[i], axis=1)
+                below &= np.all(self._exact[found] == self._exact[i], axis=1)
+                if below.any():
+                    continue
+            found.append(int(i))
+        return found
+
+
+def build_candidates(space: SearchSpace, facts: dict, gpus: int = 1, global_batch: int | None = None,
+                     ga_pinned: bool = False) -> CandidateSet:
+    """Every valid configuration of `space`. With `global_batch`, gradient accumulation is derived so that
+    batch x accumulation x gpus = global_batch (or, when pinned, configurations that break it are dropped)."""
+    configs: dict[str, TrainingConfig] = {}
+    first_rule = None
+    for config in space.configs():
+        if global_batch is not None:
+            per_step = config.per_device_train_batch_size * gpus
+            if ga_pinned:
+                if per_step * config.gradient_accumulation_steps != global_batch:
+                    continue
+            elif global_batch % per_step:
+                continue
+            else:
+                config = config.replace(gradient_accumulation_steps=global_batch // per_step)
+        rule = violated_rule(config, facts)
+        if rule is not None:
+            first_rule = first_rule or rule
+            continue
+        configs.setdefault(config.key(), config)
+    if not configs:
+        if global_batch is not None and first_rule is None:
+            raise AutofitError(f"no configuration in the space reaches --global-batch {global_batch} "
+                               f"(per_device_train_batch_size x gradient_accumulation_steps x {gpus} GPU(s))")
+        reason = f": {first_rule.message} (rule {first_rule.name})" if first_rule else ""
+        raise AutofitError(f"no valid configuration in the space{reason}")
+    ordered = list(configs.values())
+    searched = [k for k in KNOBS if len({getattr(c, k) for c in ordered}) > 1]
+    fixed = {k: getattr(ordered[0], k) for k in KNOBS if k not in searched}
+    return CandidateSet(configs=ordered, searched=searched, fixed=fixed)

@@ -1,0 +1,104 @@
+"""The `autofit` command line. Parsing and printing only; autofit's modules do the work."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from .errors import AutofitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find the fastest way to fine-tune an LLM on the GPU memory you have.")
+
+GPU_MEM_HELP = ("GPU memory per card, e.g. 24GB, 24GiB, 24G, 80gb, 16384MiB, 24576MB. GB and G mean GiB "
+                "(24GB = 24 x 2^30 bytes), as cards are sold and as nvidia-smi counts.")
+SET_HELP = "Pin a knob, e.g. --set seq_len=4096 --set quantization=nf4 (repeatable; any valid value)."
+
+
+@app.command()
+def search(
+    model: str = typer.Option(..., help="Preset name (see `autofit models`), path to a config.json or its folder, "
+                                        "or a hub id in the local Hugging Face cache."),
+    gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
+    trials: int = typer.Option(40, help="Evaluated configurations the study should hold (rerunning continues)."),
+    timeout: Optional[float] = typer.Option(None, help="Wall-clock budget for the whole search, seconds."),
+    seed: Optional[int] = typer.Option(0, help="Sampler seed."),
+    space: Optional[str] = typer.Option(None, help="Search space YAML (default: search_spaces/default.yaml)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch",
+                                               help="Keep batch x gradient accumulation x gpus equal to this."),
+    gpus: int = typer.Option(1, help="Data-parallel GPUs (ZeRO partitions over them)."),
+    gpu: Optional[str] = typer.Option(None, help="Target card for throughput estimates: a10, l4, rtx3090, rtx4090, "
+                                                 "a100-40gb, a100-80gb, l40s, h100, h200 (default: the GPU present, "
+                                                 "else a card for the budget)."),
+    probe: str = typer.Option("auto", help="auto|trace|cuda|cpu (auto: cuda with a CUDA GPU, else trace)."),
+    out: Optional[str] = typer.Option(None, help="Output folder (default reports/<model>-<gpu-mem>/)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/study.db)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default <model>-<gpu-mem>)."),
+    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+):
+    """Search fine-tuning configurations; write the Pareto front, the recommended config and a report."""
+    from .commands.search import search_command
+
+    search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
+                   storage, study_name, headroom)
+
+
+@app.command()
+def estimate(
+    model: str = typer.Option(..., help="Preset, config.json path or cached hub id."),
+    gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP + " Unset knobs take the space's defaults."),
+    space: Optional[str] = typer.Option(None, help="Space whose defaults fill unset knobs."),
+    gpu: Optional[str] = typer.Option(None, help="Target card for the throughput estimate."),
+    gpus: int = typer.Option(1, help="Data-parallel GPUs."),
+    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Peak memory (with a breakdown) and tokens/s of one configuration, from a trace of a training step."""
+    from .commands.estimate import estimate_command
+
+    estimate_command(model, gpu_mem, sets, space, gpu, gpus, headroom, as_json)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the model presets with their parameter counts."""
+    from .commands.models import models_command
+
+    models_command(as_json)
+
+
+@app.command()
+def report(
+    out: str = typer.Argument(..., help="A search's output folder."),
+    storage: Optional[str] = typer.Option(None, help="Storage URL if not OUT/study.db."),
+    study_name: Optional[str] = typer.Option(None, "--study-name"),
+):
+    """Rebuild OUT/report.html from the stored study."""
+    from .commands.report import report_command
+
+    report_command(out, storage, study_name)
+
+
+@app.command()
+def export(
+    out: str = typer.Argument(..., help="A search's output folder."),
+    fmt: str = typer.Option(..., "--format", help="llamafactory|hf|deepspeed|axolotl"),
+    storage: Optional[str] = typer.Option(None, help="Storage URL if not OUT/study.db."),
+    study_name: Optional[str] = typer.Option(None, "--study-name"),
+):
+    """Write the recommended configuration for LLaMA-Factory, HF Trainer, DeepSpeed or axolotl into OUT."""
+    from .commands.export import export_command
+
+    export_command(out, fmt, storage, study_name)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except AutofitError as exc:
+        print(f"autofit: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""One module per CLI subcommand. Commands parse and print; the library does the work."""

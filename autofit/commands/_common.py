@@ -1,0 +1,42 @@
+"""Option parsing shared by several subcommands."""
+
+from __future__ import annotations
+
+from ..errors import AutofitError
+from ..gpus import GpuSpec, default_gpu_for_budget, detect_gpu, get_gpu
+from ..knobs import parse_assignment
+from ..space import SearchSpace
+
+
+def parse_pins(assignments: list[str] | None) -> dict:
+    pins = {}
+    for text in assignments or []:
+        name, value = parse_assignment(text)
+        pins[name] = value
+    return pins
+
+
+def load_space(path: str | None, pins: dict) -> SearchSpace:
+    return SearchSpace.load(path).pinned(pins)
+
+
+def choose_gpu(name: str | None, gpu_mem_bytes: int) -> tuple[GpuSpec, str]:
+    """The card throughput is estimated for, and why: named, detected, or a default for the budget."""
+    if name:
+        return get_gpu(name), "named with --gpu"
+    detected = detect_gpu()
+    if detected is not None:
+        return detected, "the GPU present"
+    return default_gpu_for_budget(gpu_mem_bytes), "default for the budget; choose with --gpu"
+
+
+def fmt_config(config: dict, keys: list[str] | None = None) -> str:
+    short = {"per_device_train_batch_size": "bs", "gradient_accumulation_steps": "ga", "seq_len": "seq",
+             "lora_rank": "r", "quantization": "q", "gradient_checkpointing": "ckpt", "zero_stage": "zero",
+             "offload": "off", "optimizer": "opt", "attn_implementation": "attn"}
+    return " ".join(f"{short.get(k, k)}={config[k]}" for k in (keys or config))
+
+
+def positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise AutofitError(f"{flag} must be at least 1")

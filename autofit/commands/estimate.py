@@ -1,0 +1,55 @@
+"""`autofit estimate`: one configuration's peak memory (with a breakdown) and tokens/s, from a trace."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..budget import make_budget
+from ..models import resolve_model
+from ..probes import ProbeContext, TraceProbe
+from ..rules import check_valid
+from ._common import choose_gpu, load_space, parse_pins, positive
+
+
+def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None, gpu: str | None, gpus: int,
+             headroom: float | None) -> dict:
+    """The estimate as a JSON-ready dict (raises AutofitError on bad input or an invalid combination)."""
+    positive(gpus, "--gpus")
+    spec = resolve_model(model)
+    budget = make_budget(gpu_mem, headroom)
+    config = load_space(space, parse_pins(sets)).default_config()
+    check_valid(config, spec.facts)
+    card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
+    result = TraceProbe().run(spec, config, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
+    return {
+        "model": spec.name, "params": spec.params, "gpu_mem": gpu_mem, "usable_budget_gib": round(budget.usable_gib, 3),
+        "fits": result.state == "ok", "probe": result.probe, "estimated": result.estimated,
+        "peak_memory_gib": round(result.peak_memory_gib, 3), "tokens_per_s": round(result.tokens_per_s, 1),
+        "step_time_s": round(result.step_time_s, 4), "gpu": card.key, "gpu_source": source, "gpus": gpus,
+        "config": config.to_dict(), "breakdown_gib": {k: round(v, 3) for k, v in result.breakdown_gib.items()},
+        "peak_phase": result.details.get("peak_phase"), "trainable_params": result.details.get("trainable_params"),
+    }
+
+
+def estimate_command(model, gpu_mem, sets, space, gpu, gpus, headroom, as_json) -> None:
+    data = estimate(model, gpu_mem, sets, space, gpu, gpus, headroom)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console = Console()
+    verdict = "[green]fits[/]" if data["fits"] else "[red]does not fit[/]"
+    console.print(f"[bold]{data['model']}[/] ({data['params']:,} parameters) on {gpu_mem}: usable "
+                  f"{data['usable_budget_gib']:.2f} GiB. Trace probe: numbers are [yellow]estimated[/].")
+    console.print("config: " + ", ".join(f"{k}={v}" for k, v in data["config"].items()))
+    table = Table(title="peak memory breakdown (GiB, estimated)")
+    table.add_column("part")
+    table.add_column("GiB", justify="right")
+    for part, value in data["breakdown_gib"].items():
+        table.add_row(part, f"{value:.2f}")
+    table.add_row("[bold]peak[/]", f"[bold]{data['peak_memory_gib']:.2f}[/]")
+    console.print(table)
+    console.print(f"peak {data['peak_memory_gib']:.2f} GiB: {verdict}; throughput {data['tokens_per_s']:,.0f} "
+                  f"tokens/s estimated for {data['gpu']} ({data['gpu_source']})")

@@ -1,0 +1,152 @@
+"""`autofit search`: the Pareto-optimal fine-tuning configurations for a GPU memory budget."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..budget import make_budget
+from ..models import resolve_model
+from ..outputs import ensure_writable_dir, write_outputs
+from ..probes import get_probe
+from ..results import pareto_frame, recommend
+from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
+from ..units import size_label
+from ._common import choose_gpu, fmt_config, load_space, parse_pins, positive
+
+DEFAULT_TRIALS = 40  # about 1.5 s a trace of a 9B model on 2 cores: a default search stays within 5 minutes
+
+
+class Progress:
+    """Live view of a search: trial n/N, the configuration, its outcome, and the best so far."""
+
+    def __init__(self, console: Console, plan: SearchPlan, already: int):
+        self.console, self.plan = console, plan
+        self.keys = plan.candidates.searched
+        self.rows: list[tuple] = []
+        self.current = ""
+        self.best: tuple[float, float, int] | None = None
+        self.done = already
+        self.mark = " (est.)" if plan.probe.estimated else ""
+        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=False) \
+            if console.is_terminal else None
+
+    def render(self):
+        table = Table(title=f"autofit search: {self.plan.model.name} on {self.plan.budget.gpu_mem_text} "
+                            f"(usable {self.plan.budget.usable_gib:.2f} GiB, probe {self.plan.probe.name})")
+        for column in ("trial", "configuration", "state", f"peak GiB{self.mark}", f"tokens/s{self.mark}"):
+            table.add_column(column, justify="right" if column != "configuration" else "left")
+        for row in self.rows[-12:]:
+            table.add_row(*row)
+        best = "none fits yet" if self.best is None else \
+            f"best so far: trial {self.best[2]}, {self.best[0]:,.0f} tokens/s at {self.best[1]:.2f} GiB{self.mark}"
+        return Group(table, Text(f"{self.done}/{self.plan.trials} evaluated. {self.current}"), Text(best))
+
+    def start(self, number, config):
+        self.current = f"probing trial {number}: {fmt_config(config.to_dict(), self.keys)}"
+        self._refresh()
+
+    def finish(self, trial):
+        attrs = trial.user_attrs
+        state = attrs.get("autofit_state", "?")
+        peak, tps = attrs.get("peak_memory_gib"), attrs.get("tokens_per_s")
+        if state in ("ok", "oom", "failed", "timeout", "oom-predicted"):
+            self.done += 1
+        if state == "ok" and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
+            self.best = (tps, peak, trial.number)
+        style = {"ok": "green", "oom": "red", "invalid": "yellow"}.get(state, "magenta")
+        row = (f"{trial.number}", fmt_config(attrs.get("config", {}), self.keys), f"[{style}]{state}[/]",
+               "" if peak is None else f"{peak:.2f}", "" if tps is None else f"{tps:,.0f}")
+        self.rows.append(row)
+        self.current = ""
+        if self.live is None:
+            self.console.print(f"trial {row[0]} {row[2]} {row[1]} peak {row[3]} GiB, {row[4]} tokens/s{self.mark}",
+                               highlight=False)
+        self._refresh()
+
+    def _refresh(self):
+        if self.live is not None:
+            self.live.update(self.render())
+
+
+def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
+                   storage, study_name, headroom) -> None:
+    console = Console()
+    positive(trials, "--trials")
+    positive(gpus, "--gpus")
+    spec = resolve_model(model)
+    prober = get_probe(probe)
+    budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda")
+    pins = parse_pins(sets)
+    search_space = load_space(space, pins)
+    card, card_source = choose_gpu(gpu, budget.gpu_mem_bytes)
+    label = f"{spec.name}-{size_label(gpu_mem)}"
+    folder = Path(out) if out else Path("reports") / label
+    existed = ensure_writable_dir(folder)
+    plan = SearchPlan(model=spec, space=search_space, pins=pins, budget=budget, gpu=card, gpu_source=card_source,
+                      probe=prober, trials=trials, storage=storage or f"sqlite:///{folder}/study.db",
+                      study_name=study_name or label, timeout_s=timeout, seed=seed, gpus=gpus,
+                      global_batch=global_batch)
+    console.print(f"[bold]{spec.name}[/] ({spec.params:,} parameters), --gpu-mem {gpu_mem}: usable "
+                  f"{budget.usable_gib:.2f} GiB (CUDA reserve {budget.reserve_bytes / 2**30:.2f} GiB "
+                  f"{budget.reserve_source}, headroom {budget.headroom:.0%}). Throughput for {card.name} "
+                  f"({card_source}). Probe: {prober.name}"
+                  + (" - memory and tokens/s are [yellow]estimated[/]" if prober.estimated else "") + ".")
+    console.print(f"{len(plan.candidates):,} valid configurations; searching {', '.join(plan.candidates.searched)}.",
+                  highlight=False)
+    check_budget_reachable(plan)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        study = open_study(plan)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    progress = Progress(console, plan, evaluated_count(study))
+    started = time.monotonic()
+    interrupted = False
+    try:
+        if progress.live is not None:
+            progress.live.start()
+        reason = run_search(plan, study, on_trial=progress.finish, on_start=progress.start)
+    except KeyboardInterrupt:
+        interrupted, reason = True, "interrupted"
+    finally:
+        if progress.live is not None:
+            progress.live.stop()
+    written = write_outputs(study, folder)
+    _print_summary(console, study, plan, reason, time.monotonic() - started, written)
+    if interrupted:
+        sys.exit(130)
+
+
+def _print_summary(console, study, plan, reason, elapsed, written) -> None:
+    mark = " (estimated)" if plan.probe.estimated else ""
+    why = {"trials": f"{plan.trials} configurations evaluated", "exhausted": "no configuration left to probe",
+           "timeout": "--timeout reached", "interrupted": "interrupted"}[reason]
+    console.print(f"Search finished in {elapsed:.0f} s: {why}.")
+    front = pareto_frame(study)
+    if not front.empty:
+        table = Table(title=f"Pareto front: tokens/s against peak GPU memory{mark}")
+        keys = plan.candidates.searched
+        for column in ("trial", *keys, "peak GiB", "tokens/s"):
+            table.add_column(column, justify="right")
+        for _, row in front.iterrows():
+            table.add_row(str(row["number"]), *(str(row[k]) for k in keys), f"{row['peak_memory_gib']:.2f}",
+                          f"{row['tokens_per_s']:,.0f}")
+        console.print(table)
+    rec = recommend(study)
+    if rec is None:
+        console.print(f"[red]No configuration tried fits the usable budget of {plan.budget.usable_gib:.2f} GiB.[/]")
+    else:
+        console.print(f"[bold green]Recommended[/] (trial {rec.trial.number}): {fmt_config(rec.config)}")
+        console.print(f"  peak {rec.peak_memory_gib:.2f} GiB of {plan.budget.usable_gib:.2f} GiB usable, "
+                      f"{rec.tokens_per_s:,.0f} tokens/s{mark}", highlight=False)
+    console.print("Wrote: " + ", ".join(str(p) for p in written), highlight=False)

@@ -1,0 +1,142 @@
+"""The knobs: names, types, allowed values and memory orders, loaded from data/knobs.yaml.
+
+`TrainingConfig` is the typed form of one configuration. Its fields are checked against knobs.yaml at
+import, so the YAML stays the one definition and the dataclass cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .errors import AutofitError
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    name: str
+    type: str  # int | bool | choice
+    values: tuple | None
+    min: int | None
+    memory_order: Any
+    help: str
+
+    def parse(self, raw: Any) -> Any:
+        """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
+        value = raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            if self.type == "int":
+                try:
+                    value = int(text)
+                except ValueError:
+                    raise AutofitError(f"{self.name}={raw!r}: expected an integer") from None
+            elif self.type == "bool":
+                lowered = text.lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise AutofitError(f"{self.name}={raw!r}: expected true or false")
+                value = lowered in ("true", "1", "yes", "on")
+            else:
+                value = int(text) if text.isdigit() and all(isinstance(v, int) for v in self.values) else text
+        if self.type == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise AutofitError(f"{self.name}={raw!r}: expected an integer")
+            if self.min is not None and value < self.min:
+                raise AutofitError(f"{self.name}={raw!r}: must be at least {self.min}")
+        elif self.type == "bool":
+            if not isinstance(value, bool):
+                raise AutofitError(f"{self.name}={raw!r}: expected true or false")
+        elif value not in self.values:
+            allowed = "|".join(str(v) for v in self.values)
+            raise AutofitError(f"{self.name}={raw!r}: not one of {allowed}")
+        return value
+
+    def memory_rank(self, value: Any) -> float | None:
+        """Position of `value` in this knob's memory order (higher never needs less memory), or None."""
+        order = self.memory_order
+        if order == "ascending":
+            return float(value)
+        if order in (None, "none"):
+            return None
+        if "ranks" in order:
+            return float(order["ranks"][value])
+        rule = order["ranks_from_int"]
+        if rule.get("zero_is_max") and value == 0:
+            return float("inf")
+        if "clamp_max" in rule:
+            return float(min(value, rule["clamp_max"]))
+        return float(value)
+
+
+@cache
+def knob_specs() -> dict[str, KnobSpec]:
+    """Every knob, in the order of knobs.yaml."""
+    data = yaml.safe_load(resources.files("autofit").joinpath("data/knobs.yaml").read_text())
+    specs = {}
+    for name, entry in data.items():
+        values = entry.get("values")
+        specs[name] = KnobSpec(name=name, type=entry["type"], values=tuple(values) if values else None,
+                               min=entry.get("min"), memory_order=entry.get("memory_order"), help=entry["help"])
+    return specs
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """One fine-tuning configuration: a value for every knob."""
+
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    seq_len: int
+    lora_rank: int
+    quantization: str
+    gradient_checkpointing: bool
+    zero_stage: int
+    offload: str
+    optimizer: str
+    attn_implementation: str
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        specs = knob_specs()
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise AutofitError(f"unknown knob {unknown[0]!r}; knobs are: {', '.join(specs)}")
+        missing = [name for name in specs if name not in values]
+        if missing:
+            raise AutofitError(f"configuration lacks knob {missing[0]!r}")
+        return cls(**{name: specs[name].parse(values[name]) for name in specs})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        """Canonical identity of the configuration (used to never probe one twice)."""
+        return ",".join(f"{k}={v}" for k, v in self.to_dict().items())
+
+    def replace(self, **changes: Any) -> "TrainingConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_lora(self) -> bool:
+        return self.lora_rank > 0
+
+
+KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingConfig))
+if KNOBS != tuple(knob_specs()):  # one definition: the dataclass must list knobs.yaml's knobs in order
+    raise RuntimeError(f"TrainingConfig fields {KNOBS} differ from data/knobs.yaml {tuple(knob_specs())}")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """KNOB=VALUE from --set, parsed and checked against the knob's type and allowed values."""
+    if "=" not in text:
+        raise AutofitError(f"--set {text!r}: expected KNOB=VALUE")
+    name, raw = (part.strip() for part in text.split("=", 1))
+    specs = knob_specs()
+    if name not in specs:
+        raise AutofitError(f"--set {text!r}: unknown knob {name!r}; knobs are: {', '.join(specs)}")
+    return name, specs[name].parse(raw)

@@ -1,0 +1,137 @@
+"""Which model a search is about: a preset, a config.json (or a folder holding one), or a hub id that is
+already in the local Hugging Face cache. Never touches the network and never reads weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import AutofitError
+
+_PRESETS = resources.files("autofit").joinpath("data/models")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model architecture: its transformers config (as a plain dict) and where it came from."""
+
+    name: str  # preset name or a short name derived from the path / hub id
+    config: dict[str, Any] = field(hash=False, compare=False)
+    hf_ref: str  # what trainers should load: a hub id or a local path
+    published_params: int | None = None  # the real model's parameter count, for presets
+
+    @property
+    def model_type(self) -> str:
+        return self.config["model_type"]
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.get("max_position_embeddings") or 2**31)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config["vocab_size"])
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """Model facts that validity rules may reference as $name."""
+        return {"max_position_embeddings": self.max_positions, "num_hidden_layers": self.num_layers}
+
+    def hf_config(self, **overrides: Any):
+        """A transformers PretrainedConfig for this model (overrides applied), ready for from_config."""
+        import transformers
+
+        values = {k: v for k, v in self.config.items() if k not in ("torch_dtype", "dtype", "architectures")}
+        values.update(overrides)
+        return transformers.AutoConfig.for_model(**values)
+
+    @property
+    def params(self) -> int:
+        return count_parameters(self)
+
+    @property
+    def llamafactory_template(self) -> str:
+        templates = yaml.safe_load(resources.files("autofit").joinpath("data/llamafactory_templates.yaml").read_text())
+        return templates.get(self.model_type, "default")
+
+
+@cache
+def _count(name: str, config_json: str) -> int:
+    import torch
+    import transformers
+
+    spec = ModelSpec(name=name, config=json.loads(config_json), hf_ref=name)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(spec.hf_config())
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(spec: ModelSpec) -> int:
+    """Parameters of the model built from its config on the meta device (no memory, no weights)."""
+    return _count(spec.name, json.dumps(spec.config, sort_keys=True))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".json")] for p in _PRESETS.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> ModelSpec:
+    data = json.loads(_PRESETS.joinpath(f"{name}.json").read_text())
+    return ModelSpec(name=data["name"], config=data["config"], hf_ref=data["hf_id"] or data["name"],
+                     published_params=data["params"])
+
+
+def _from_config_file(path: Path, name: str, hf_ref: str) -> ModelSpec:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AutofitError(f"cannot read model config {path}: {exc}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise AutofitError(f"{path} is not a transformers config.json (no model_type)")
+    spec = ModelSpec(name=name, config=config, hf_ref=hf_ref)
+    try:
+        spec.hf_config()
+    except Exception as exc:  # transformers raises several types for a bad config
+        raise AutofitError(f"cannot use model config {path}: {exc}") from None
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers"):
+        if not isinstance(config.get(key), int):
+            raise AutofitError(f"{path}: {key} missing or not an integer")
+    return spec
+
+
+def _cached_hub_config(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve_model(ref: str) -> ModelSpec:
+    """The ModelSpec for --model: preset name, path to config.json or its folder, or a cached hub id."""
+    if ref in preset_names():
+        return load_preset(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return _from_config_file(path / "config.json", path.resolve().name, str(path.resolve()))
+    if path.is_file():
+        return _from_config_file(path, path.resolve().parent.name, str(path.resolve().parent))
+    if "/" in ref and not path.exists():
+        cached = _cached_hub_config(ref)
+        if cached is not None:
+            return _from_config_file(cached, ref.split("/")[-1].lower(), ref)
+    raise AutofitError(
+        f"unknown model {ref!r}: not a preset, a config.json path, or a hub id in the local Hugging Face cache; "
+        f"presets: {', '.join(preset_names())}"
+    )

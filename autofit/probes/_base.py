@@ -1,0 +1,53 @@
+"""The probe interface: a configuration in, its peak memory and throughput out."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..gpus import GpuSpec
+from ..knobs import TrainingConfig
+from ..models import ModelSpec
+
+# Outcomes of a probe, as written to trials.csv (`state`). `invalid` is decided before any probe.
+OK, OOM, INVALID, FAILED, TIMEOUT = "ok", "oom", "invalid", "failed", "timeout"
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What a probe needs besides the configuration."""
+
+    usable_budget_bytes: int  # memory a configuration may use (gpu-mem minus reserve and headroom)
+    gpu: GpuSpec  # the card the throughput figure is for
+    gpus: int = 1  # data-parallel world size ZeRO partitions over
+
+
+@dataclass
+class ProbeResult:
+    """What one probe found. A trace's numbers are estimates (`estimated` True); a real probe's are measured."""
+
+    state: str  # ok | oom | failed | timeout
+    probe: str  # trace | cuda | cpu
+    estimated: bool
+    peak_memory_gib: float | None = None
+    tokens_per_s: float | None = None
+    step_time_s: float | None = None
+    breakdown_gib: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Probe(abc.ABC):
+    """Measures (or, for the trace probe, estimates) one training configuration."""
+
+    name: str = "probe"
+    estimated: bool = False
+
+    @abc.abstractmethod
+    def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
+        """Peak memory and tokens/s of `config`. Must not raise for an OOM: return state `oom`."""

@@ -1,0 +1,294 @@
+"""The trace probe: a full training step of the real model on fake tensors, every byte counted.
+
+The model is built from its config on the meta device (no weights, no downloads); bitsandbytes replaces
+its linear layers when the configuration quantizes (transformers' own replace_with_bnb_linear, lm_head
+kept in bf16), peft adds LoRA to all linear layers (adapters in fp32, as peft's autocast_adapter_dtype
+does), and the whole thing is materialized under FakeTensorMode. Two optimizer steps then run under bf16
+autocast with the real torch / bitsandbytes optimizer: the first creates optimizer state, the second is
+the one that matters (with gradient accumulation, its second micro-step also starts with gradients held).
+`StepTracker` records the peak of each phase and what was live at that peak.
+
+All decoder layers of a model are alike, so the step is traced at two small depths (one and two periods
+of the model's layer pattern) and every phase's bytes and time are extrapolated linearly to the real
+depth; models of three layers or fewer are traced whole. The test suite checks the extrapolation
+against a whole trace.
+
+What a trace cannot see is modelled in one place each: ZeRO and offload (_zero.py), the CUDA runtime
+reserve (autofit/budget.py), allocator rounding and kernel workspaces (_memtrack.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ..gpus import GpuSpec
+from ..knobs import TrainingConfig
+from ..models import ModelSpec
+from ..runtime import runtime_constants
+from ..units import GIB
+from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
+from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
+from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
+
+
+@dataclass
+class StepTrace:
+    """A traced training step at one depth (or extrapolated to the model's depth)."""
+
+    depth: int
+    phases: dict[str, PhaseRecord]
+    trainable_params: float
+    total_params: float
+    weight_bytes: float  # all weights as stored, after quantization
+    micro_steps_traced: int
+    wall_s: float = 0.0
+    depths_traced: tuple[int, ...] = field(default_factory=tuple)
+
+
+def _layer_period(config: dict) -> int:
+    """Length of the repeating pattern of decoder layer types (1 when all layers are alike)."""
+    types = config.get("layer_types")
+    if not types:
+        return 1
+    for period in range(1, len(types) + 1):
+        if all(types[i] == types[i % period] for i in range(len(types))):
+            return period
+    return len(types)
+
+
+def _quiet():
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("transformers", "peft", "bitsandbytes"):
+        logger = logging.getLogger(name)
+        old = logger.level
+        logger.setLevel(logging.ERROR)
+        stack.callback(logger.setLevel, old)
+    return stack
+
+
+def _build_model(model: ModelSpec, config: TrainingConfig, depth: int):
+    """The model at `depth` layers on the meta device, quantized and LoRA-wrapped as `config` says."""
+    import peft
+    import torch
+    import transformers
+
+    overrides = {"num_hidden_layers": depth, "use_cache": False}
+    if model.config.get("layer_types"):
+        overrides["layer_types"] = list(model.config["layer_types"])[:depth]
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids outside a shrunk vocab break init
+        overrides[key] = None
+    hf_config = model.hf_config(**overrides)
+    with torch.device("meta"):
+        net = transformers.AutoModelForCausalLM.from_config(
+            hf_config, dtype=torch.bfloat16, attn_implementation=config.attn_implementation)
+    if config.quantization != "none":
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+        quant = transformers.BitsAndBytesConfig(
+            load_in_4bit=config.quantization == "nf4", load_in_8bit=config.quantization == "int8",
+            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        replace_with_bnb_linear(net, modules_to_not_convert=["lm_head"], quantization_config=quant)
+    if config.is_lora:
+        lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                               target_modules="all-linear", task_type="CAUSAL_LM")
+        net = peft.get_peft_model(net, lora)
+    return net
+
+
+def _materialize_quantized(net) -> None:
+    """Give each bitsandbytes layer fake quantized weights, exactly as bitsandbytes lays them out."""
+    import bitsandbytes as bnb
+    import torch
+
+    for module in net.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = torch.empty(module.out_features, module.in_features, dtype=torch.bfloat16)
+            packed, state = bnb.functional.quantize_4bit(weight, blocksize=64, compress_statistics=True,
+                                                         quant_type="nf4", quant_storage=torch.uint8)
+            # a plain Parameter: Params4bit cannot wrap a FakeTensor; forward only needs .quant_state
+            module.weight = torch.nn.Parameter(packed, requires_grad=False)
+            module.weight.quant_state = state
+            module.quant_state = state
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            weight = torch.empty(module.out_features, module.in_features, dtype=torch.float16)
+            cb, scb, _ = bnb.functional.int8_vectorwise_quant(weight)
+            module.weight = torch.nn.Parameter(cb, requires_grad=False)
+            module.weight.CB, module.weight.SCB = cb, scb
+
+
+def _make_optimizer(name: str, params):
+    import torch
+
+    if name == "adamw_torch":
+        return torch.optim.AdamW(params, lr=1e-5, foreach=True)  # foreach: what torch picks on CUDA
+    import bitsandbytes as bnb
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    # paged_adamw_8bit keeps the same 8-bit state in CUDA unified memory; traced as its non-paged twin.
+    # Its quantization maps are built with data-dependent ops at construction: build them for real.
+    with unset_fake_temporarily():
+        return bnb.optim.AdamW8bit(params, lr=1e-5)
+
+
+def _prime_bitsandbytes() -> None:
+    """bitsandbytes builds its quantization maps with data-dependent ops: build them on real tensors."""
+    import bitsandbytes as bnb
+    import torch
+
+    bnb.functional.quantize_4bit(torch.zeros(64, 64, dtype=torch.bfloat16), blocksize=64,
+                                 compress_statistics=True, quant_type="nf4")
+
+
+def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, roofline: RooflineSpec,
+                   round_bytes: int) -> StepTrace:
+    """Trace two optimizer steps of `config` on the model cut to `depth` decoder layers."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    started = time.perf_counter()
+    with _quiet():
+        net = _build_model(model, config, depth)
+        if config.quantization != "none" or config.optimizer != "adamw_torch":
+            _prime_bitsandbytes()
+        tracker = StepTracker(roofline, vocab_size=model.vocab_size, round_bytes=round_bytes)
+        batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
+        with FakeTensorMode(allow_non_fake_inputs=True), tracker:
+            net.to_empty(device="cpu")
+            _materialize_quantized(net)
+            if config.gradient_checkpointing:
+                net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                if config.is_lora:
+                    net.enable_input_require_grads()  # what peft/LLaMA-Factory do so checkpointed LoRA gets grads
+            net.train()
+            params = list(net.parameters())
+            trainable = [p for p in params if p.requires_grad]
+            weight_bytes = sum(p.numel() * p.element_size() for p in params)
+            for p in trainable:
+                p.register_post_accumulate_grad_hook(lambda param: tracker.retag(param.grad, "gradients"))
+            optimizer = _make_optimizer(config.optimizer, trainable)
+            ids = torch.randint(0, model.vocab_size, (batch, seq))
+            micro_traced = min(ga, 2)
+            for step in (1, 2):
+                micros = 1 if step == 1 else micro_traced
+                for micro in range(micros):
+                    tracker.start_phase(f"s{step}.m{micro}.forward", "activations")
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        loss = net(input_ids=ids, labels=ids).loss / ga  # outputs (logits) dropped, as Trainer does
+                    tracker.start_phase(f"s{step}.m{micro}.backward", "other")
+                    loss.backward()
+                    del loss
+                tracker.start_phase(f"s{step}.opt", "other")
+                optimizer.step()
+                tracker.retag_phase_survivors("optimizer")
+                optimizer.zero_grad(set_to_none=True)
+            phases = dict(tracker.phases)
+    return StepTrace(depth=depth, phases=phases, trainable_params=float(sum(p.numel() for p in trainable)),
+                     total_params=float(sum(p.numel() for p in params)), weight_bytes=float(weight_bytes),
+                     micro_steps_traced=micro_traced, wall_s=time.perf_counter() - started, depths_traced=(depth,))
+
+
+def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
+    """Every quantity of traces `a` and `b` (two depths) continued linearly to `depth`."""
+    scale = (depth - a.depth) / (b.depth - a.depth)
+
+    def line(x: float, y: float) -> float:
+        return x + (y - x) * scale
+
+    phases = {}
+    for name, pa in a.phases.items():
+        pb = b.phases[name]
+        breakdown = {c: line(pa.breakdown.get(c, 0), pb.breakdown.get(c, 0)) for c in CATEGORIES}
+        phases[name] = PhaseRecord(peak_bytes=sum(breakdown.values()), breakdown=breakdown,
+                                   time_s=line(pa.time_s, pb.time_s), flops=line(pa.flops, pb.flops),
+                                   bytes_moved=line(pa.bytes_moved, pb.bytes_moved))
+    return StepTrace(depth=depth, phases=phases, trainable_params=line(a.trainable_params, b.trainable_params),
+                     total_params=line(a.total_params, b.total_params),
+                     weight_bytes=line(a.weight_bytes, b.weight_bytes), micro_steps_traced=a.micro_steps_traced,
+                     wall_s=a.wall_s + b.wall_s, depths_traced=(a.depth, b.depth))
+
+
+@lru_cache(maxsize=512)
+def _trace_cached(model_json: str, name: str, config: TrainingConfig, roofline: RooflineSpec,
+                  round_bytes: int) -> StepTrace:
+    model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
+    depth = model.num_layers
+    period = _layer_period(model.config)
+    if depth <= 3 or depth <= 2 * period:
+        return trace_at_depth(model, config, depth, roofline, round_bytes)
+    small = trace_at_depth(model, config, period, roofline, round_bytes)
+    large = trace_at_depth(model, config, 2 * period, roofline, round_bytes)
+    return _extrapolate(small, large, depth)
+
+
+def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec) -> StepTrace:
+    """The traced (extrapolated) training step of `config`. ZeRO, offload and the number of GPUs do not
+    change what is traced, and gradient accumulation beyond two micro-steps only repeats them, so those
+    knobs are left out of the cache key."""
+    constants = runtime_constants()
+    roofline = RooflineSpec(flops_per_s=gpu.bf16_tflops * 1e12 * constants["matmul_efficiency"],
+                            bytes_per_s=gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"],
+                            launch_s=constants["kernel_launch_us"] * 1e-6)
+    traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
+                            zero_stage=0, offload="none")
+    return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, traced, roofline,
+                         int(constants["allocator_round_bytes"]))
+
+
+def _step_time(trace: StepTrace, ga: int) -> float:
+    """Seconds per optimizer step: the last traced micro-step repeated `ga` times, plus the optimizer."""
+    last = trace.micro_steps_traced - 1
+    micro = trace.phases[f"s2.m{last}.forward"].time_s + trace.phases[f"s2.m{last}.backward"].time_s
+    return ga * micro + trace.phases["s2.opt"].time_s
+
+
+class TraceProbe(Probe):
+    """Peak memory and tokens/s of a configuration from a traced step on fake tensors (no GPU needed).
+    Peak memory is what torch.cuda.max_memory_allocated would report; tokens/s is a roofline estimate."""
+
+    name = "trace"
+    estimated = True
+
+    def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
+        started = time.perf_counter()
+        trace = trace_step(model, config, context.gpu)
+        sizes = ModelSizes(trainable_params=trace.trainable_params, total_params=trace.total_params,
+                           layer_weight_bytes=trace.weight_bytes / max(1, model.num_layers),
+                           hidden_size=int(model.config.get("hidden_size", 0)))
+        best_phase, best = None, None
+        for name, record in trace.phases.items():
+            if name == "init":  # materializing fake weights is not how a trainer loads them; skip it
+                continue
+            adjusted = apply_zero(record.breakdown, name, config, sizes, context.gpus)
+            if best is None or sum(adjusted.values()) >= sum(best.values()):  # ties: the later phase
+                best_phase, best = name, adjusted
+        peak = sum(best.values())
+        constants = runtime_constants()
+        step_s = _step_time(trace, config.gradient_accumulation_steps) + zero_step_overhead_s(
+            config, sizes, context.gpu, context.gpus, constants["cpu_adam_bytes_per_param"],
+            constants["cpu_adam_bandwidth_gbs"])
+        tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps
+        tokens_per_s = tokens * max(1, context.gpus) / step_s
+        state = OK if peak <= context.usable_budget_bytes else OOM
+        return ProbeResult(
+            state=state, probe=self.name, estimated=True, peak_memory_gib=peak / GIB,
+            tokens_per_s=tokens_per_s, step_time_s=step_s,
+            breakdown_gib={c: best[c] / GIB for c in CATEGORIES}, duration_s=time.perf_counter() - started,
+            error=None if state == OK else f"estimated peak {peak / GIB:.2f} GiB exceeds the usable budget "
+                                           f"{context.usable_budget_bytes / GIB:.2f} GiB",
+            details={"peak_phase": best_phase, "depths_traced": list(trace.depths_traced),
+                     "trainable_params": int(trace.trainable_params), "gpu": context.gpu.key,
+                     "step_flops": _step_flops(trace, config.gradient_accumulation_steps)})
+
+
+def _step_flops(trace: StepTrace, ga: int) -> float:
+    last = trace.micro_steps_traced - 1
+    micro = trace.phases[f"s2.m{last}.forward"].flops + trace.phases[f"s2.m{last}.backward"].flops
+    return ga * micro + trace.phases["s2.opt"].flops

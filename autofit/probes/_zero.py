@@ -1,0 +1,93 @@
+"""DeepSpeed ZeRO partitioning and CPU offload: the part of a training step that a single-process trace
+cannot see, modelled here and only here.
+
+The trace runs the step as plain PyTorch on one device: bf16 weights, torch AdamW state in the
+parameters' dtype, foreach temporaries. With zero_stage > 0 DeepSpeed changes that as in the ZeRO paper
+(Rajbhandari et al., 2020, section 3): with bf16 training it keeps an fp32 master copy of each trainable
+parameter plus Adam's two fp32 moments (12 bytes per trainable parameter) and runs a fused Adam without
+foreach temporaries. Over a data-parallel world of N GPUs:
+  stage 1: optimizer state / N
+  stage 2: + gradients / N
+  stage 3: + parameters / N, plus a working set of gathered parameters (the layer being computed and the
+           one prefetched: two layers' weights)
+  offload=optimizer: optimizer state (and the fp32 gradients it consumes) live on the CPU; the GPU keeps a
+           reduce bucket of gradients (DeepSpeed's "auto" reduce_bucket_size = hidden_size^2 elements)
+  offload=all (stage 3): parameters also live on the CPU; the GPU keeps the working set only.
+Activations, logits and backward temporaries are unchanged: ZeRO does not partition them.
+
+Time: collectives move 2 bytes per element over the GPU-to-GPU link (no overlap with compute is
+assumed); offload moves gradients and parameters over the host link and runs Adam on the CPU at
+host-memory speed. All of it is an estimate and is labelled as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..gpus import GpuSpec
+from ..knobs import TrainingConfig
+
+MASTER_AND_MOMENTS_BYTES = 12  # fp32 master weight + exp_avg + exp_avg_sq per trainable parameter
+BF16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """Sizes of the traced model that the ZeRO model partitions (for the full depth)."""
+
+    trainable_params: float
+    total_params: float
+    layer_weight_bytes: float  # one decoder layer's weights as stored (quantized or bf16)
+    hidden_size: int
+
+
+def apply_zero(breakdown: dict[str, float], phase: str, config: TrainingConfig, sizes: ModelSizes,
+               gpus: int) -> dict[str, float]:
+    """The per-category bytes of a traced phase peak as they would be under `config`'s ZeRO stage and offload."""
+    if config.zero_stage == 0:
+        return dict(breakdown)
+    n = max(1, gpus)
+    out = dict(breakdown)
+    stage, offload = config.zero_stage, config.offload
+    # optimizer state: DeepSpeed's fp32 master weights and moments replace torch AdamW's state
+    out["optimizer"] = 0.0 if offload != "none" else MASTER_AND_MOMENTS_BYTES * sizes.trainable_params / n
+    if phase.endswith(".opt"):
+        out["other"] = 0.0  # DeepSpeed's fused / CPU Adam makes no foreach temporaries
+    # gradients
+    if offload != "none":
+        out["gradients"] = min(breakdown["gradients"], BF16_BYTES * sizes.hidden_size**2)
+    elif stage >= 2:
+        out["gradients"] = breakdown["gradients"] / n
+    # parameters
+    working_set = 2 * sizes.layer_weight_bytes
+    if stage == 3:
+        if offload == "all":
+            out["weights"] = min(breakdown["weights"], working_set)
+        else:
+            out["weights"] = breakdown["weights"] / n + (working_set if n > 1 else 0.0)
+    return out
+
+
+def zero_step_overhead_s(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
+                         cpu_adam_bytes_per_param: float, cpu_adam_bandwidth_gbs: float) -> float:
+    """Seconds per optimizer step that ZeRO collectives and CPU offload add to the traced compute time."""
+    if config.zero_stage == 0:
+        return 0.0
+    n = max(1, gpus)
+    ga = config.gradient_accumulation_steps
+    peer = gpu.peer_link_gbs * 1e9
+    host = gpu.host_link_gbs * 1e9
+    seconds = 0.0
+    if n > 1:
+        share = (n - 1) / n
+        grad_bytes = BF16_BYTES * sizes.trainable_params * share
+        seconds += 2 * grad_bytes / peer  # reduce-scatter gradients, all-gather updated parameters
+        if config.zero_stage == 3:
+            seconds += ga * 2 * BF16_BYTES * sizes.total_params * share / peer  # gather for forward and backward
+    if config.offload != "none":
+        part = sizes.trainable_params / n
+        seconds += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
+        seconds += part * cpu_adam_bytes_per_param / (cpu_adam_bandwidth_gbs * 1e9)
+    if config.offload == "all":
+        seconds += ga * 2 * BF16_BYTES * sizes.total_params / n / host  # parameters in for forward and backward
+    return seconds

@@ -1,0 +1,190 @@
+"""The search: an Optuna study over the candidates, one probe per trial, every outcome stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from .budget import Budget
+from .candidates import CandidateSet, build_candidates
+from .errors import AutofitError
+from .gpus import GpuSpec
+from .knobs import TrainingConfig
+from .models import ModelSpec
+from .probes import FAILED, INVALID, OK, OOM, Probe, ProbeContext, ProbeResult, TraceProbe
+from .rules import violated_rule
+from .sampler import CONFIG_KEY_ATTR, STATE_ATTR, AutofitSampler
+from .space import SearchSpace
+from .units import GIB
+
+DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
+# autofit states that count as an evaluated configuration toward --trials
+EVALUATED_STATES = (OK, OOM, FAILED, "timeout", "oom-predicted")
+
+
+@dataclass
+class SearchPlan:
+    """Everything a search needs, validated."""
+
+    model: ModelSpec
+    space: SearchSpace  # pins applied
+    pins: dict[str, Any]
+    budget: Budget
+    gpu: GpuSpec
+    gpu_source: str  # named | detected | default for the budget
+    probe: Probe
+    trials: int
+    storage: str
+    study_name: str
+    timeout_s: float | None = None
+    seed: int | None = None
+    gpus: int = 1
+    global_batch: int | None = None
+    candidates: CandidateSet = field(init=False)
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise AutofitError("--trials must be at least 1")
+        if self.gpus < 1:
+            raise AutofitError("--gpus must be at least 1")
+        if self.global_batch is not None and self.global_batch < 1:
+            raise AutofitError("--global-batch must be at least 1")
+        self.candidates = build_candidates(self.space, self.model.facts, gpus=self.gpus,
+                                           global_batch=self.global_batch,
+                                           ga_pinned="gradient_accumulation_steps" in self.pins)
+
+    @property
+    def context(self) -> ProbeContext:
+        return ProbeContext(usable_budget_bytes=self.budget.usable_bytes, gpu=self.gpu, gpus=self.gpus)
+
+    def study_attrs(self) -> dict[str, Any]:
+        """What a stored study must remember to rebuild its outputs (and to refuse a mismatched resume)."""
+        return {
+            "model": self.model.name, "model_ref": self.model.hf_ref, "template": self.model.llamafactory_template, "model_config": self.model.config,
+            "model_params": self.model.params, "gpu_mem": self.budget.gpu_mem_text,
+            "gpu_mem_gib": self.budget.gpu_mem_gib, "usable_budget_gib": self.budget.usable_gib,
+            "reserve_gib": self.budget.reserve_bytes / GIB, "reserve_source": self.budget.reserve_source,
+            "headroom": self.budget.headroom, "gpu": self.gpu.key, "gpu_name": self.gpu.name,
+            "gpu_source": self.gpu_source, "gpus": self.gpus, "probe": self.probe.name,
+            "estimated": self.probe.estimated, "space": self.space.source, "pins": self.pins,
+            "global_batch": self.global_batch, "searched_knobs": self.candidates.searched,
+            "candidates": len(self.candidates),
+        }
+
+
+def check_budget_reachable(plan: SearchPlan) -> None:
+    """Refuse a budget below the cheapest valid configurations of the space, saying what they need.
+    Uses the trace probe, so nothing runs on a GPU for it."""
+    tracer = TraceProbe()
+    smallest: tuple[float, TrainingConfig] | None = None
+    for index in plan.candidates.minimal():
+        config = plan.candidates.configs[index]
+        result = tracer.run(plan.model, config, plan.context)
+        if result.state == OK:
+            return
+        if smallest is None or result.peak_memory_gib < smallest[0]:
+            smallest = (result.peak_memory_gib, config)
+    need, config = smallest
+    knobs = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
+    raise AutofitError(
+        f"--gpu-mem {plan.budget.gpu_mem_text} (usable {plan.budget.usable_gib:.2f} GiB) is below the smallest "
+        f"valid configuration of the space, which needs {need:.2f} GiB (estimated): {knobs}")
+
+
+def open_study(plan: SearchPlan) -> optuna.Study:
+    """Create or resume the study; refuse one that holds a different search."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = AutofitSampler(plan.candidates, seed=plan.seed)
+    try:
+        study = optuna.create_study(storage=plan.storage, study_name=plan.study_name, directions=DIRECTIONS,
+                                    sampler=sampler, load_if_exists=True)
+    except (ValueError, ImportError) as exc:
+        raise AutofitError(f"cannot open storage {plan.storage}: {exc}") from None
+    attrs = plan.study_attrs()
+    stored = study.user_attrs
+    if stored:
+        for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
+            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
+                raise AutofitError(f"study {plan.study_name!r} in {plan.storage} holds a different search "
+                                   f"({key} differs); use another --out, --storage or --study-name")
+    else:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def evaluated_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(STATE_ATTR) in EVALUATED_STATES)
+
+
+def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None:
+    trial.set_user_attr(STATE_ATTR, result.state)
+    trial.set_user_attr("probe", result.probe)
+    trial.set_user_attr("estimated", result.estimated)
+    trial.set_user_attr("duration_s", result.duration_s)
+    if result.peak_memory_gib is not None:
+        trial.set_user_attr("peak_memory_gib", result.peak_memory_gib)
+        trial.set_constraint("memory", result.peak_memory_gib - budget_gib)
+    if result.tokens_per_s is not None:
+        trial.set_user_attr("tokens_per_s", result.tokens_per_s)
+    if result.breakdown_gib:
+        trial.set_user_attr("breakdown_gib", result.breakdown_gib)
+    if result.error:
+        trial.set_user_attr("error", result.error[-2000:])
+    if result.details:
+        trial.set_user_attr("details", result.details)
+
+
+def run_search(plan: SearchPlan, study: optuna.Study,
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+               on_start: Callable[[int, TrainingConfig], None] | None = None) -> str:
+    """Probe configurations until the study holds `plan.trials` evaluated ones, the space is exhausted or
+    the time is up. Returns why it stopped: "trials", "exhausted" or "timeout"."""
+    sampler: AutofitSampler = study.sampler  # type: ignore[assignment]
+    choices = plan.candidates.choices
+    started = time.monotonic()
+    while True:
+        if evaluated_count(study) >= plan.trials:
+            return "trials"
+        if plan.timeout_s is not None and time.monotonic() - started >= plan.timeout_s:
+            return "timeout"
+        if sampler.remaining(study) == 0:
+            return "exhausted"
+        trial = study.ask()
+        params = {k: trial.suggest_categorical(k, list(v)) for k, v in choices.items()}
+        index = plan.candidates.index_of_params(params)
+        config = (plan.candidates.configs[index] if index is not None
+                  else TrainingConfig.from_dict({**plan.candidates.fixed, **params}))
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr(CONFIG_KEY_ATTR, config.key())
+        if on_start is not None:
+            on_start(trial.number, config)
+        rule = violated_rule(config, plan.model.facts)
+        if rule is not None:  # cannot come from AutofitSampler, but a space or sampler change must not probe it
+            trial.set_user_attr(STATE_ATTR, INVALID)
+            trial.set_user_attr("error", f"{rule.name}: {rule.message}")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            try:
+                result = plan.probe.run(plan.model, config, plan.context)
+            except KeyboardInterrupt:
+                trial.set_user_attr(STATE_ATTR, "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            except Exception as exc:  # a probe bug must not take the search down
+                result = ProbeResult(state=FAILED, probe=plan.probe.name, estimated=plan.probe.estimated,
+                                     error=f"{type(exc).__name__}: {exc}")
+            _record(trial, result, plan.budget.usable_gib)
+            if result.state == OK:
+                study.tell(trial, [result.tokens_per_s, result.peak_memory_gib])
+            elif result.state in (OOM, "oom-predicted"):
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+        if on_trial is not None:
+            on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
