@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -67,22 +66,6 @@ _OPTIM = {
     "adamw_8bit": "adamw_bnb_8bit",
     "paged_adamw_8bit": "paged_adamw_8bit",
 }
-_QUANT = ("none", "int8", "nf4")
-_OFFLOAD = ("none", "optimizer", "all")
-_ATTN = ("sdpa", "eager")
-_REQUIRED = (
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "seq_len",
-    "lora_rank",
-    "quantization",
-    "gradient_checkpointing",
-    "zero_stage",
-    "offload",
-    "optimizer",
-    "attn_implementation",
-)
-
 # Placeholders the user is expected to replace.
 _LR_LORA = 1.0e-4
 _LR_FULL = 1.0e-5
@@ -131,56 +114,32 @@ class _Knobs:
         return self.rank > 0
 
 
-def _int_knob(cfg: dict, name: str, minimum: int) -> int:
-    value = cfg[name]
-    # numbers.Integral also admits numpy integers (e.g. from a data frame)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"knob {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _choice(cfg: dict, name: str, choices: tuple) -> Any:
-    value = cfg[name]
-    if value not in choices:
-        raise ValueError(f"knob {name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
 def _knobs(ctx: ExportContext) -> _Knobs:
+    """The knobs of `ctx.config`, checked against autofit's knob definitions and validity rules
+    (autofit/data/knobs.yaml, rules.yaml); ValueError names what is wrong."""
+    from .errors import AutofitError
+    from .knobs import KNOBS, TrainingConfig
+    from .rules import check_valid
+
     cfg = ctx.config
-    missing = [k for k in _REQUIRED if k not in cfg]
-    if missing:
-        raise ValueError(f"config is missing knob(s): {', '.join(missing)}")
-    grad_ckpt = cfg["gradient_checkpointing"]
-    if grad_ckpt is not True and grad_ckpt is not False and type(grad_ckpt).__name__ != "bool_":
-        raise ValueError(f"knob gradient_checkpointing must be a bool, got {grad_ckpt!r}")
-    grad_ckpt = bool(grad_ckpt)
-    zero = cfg["zero_stage"]
-    if isinstance(zero, bool) or not isinstance(zero, numbers.Integral) or zero not in (0, 1, 2, 3):
-        raise ValueError(f"knob zero_stage must be one of 0, 1, 2, 3; got {zero!r}")
-    zero = int(zero)
-    offload = _choice(cfg, "offload", _OFFLOAD)
-    if offload != "none" and zero == 0:
-        raise ValueError(f"offload={offload!r} needs DeepSpeed ZeRO (zero_stage > 0)")
-    if offload == "all" and zero != 3:
-        raise ValueError("offload='all' (optimizer + parameters) needs zero_stage 3")
-    rank = _int_knob(cfg, "lora_rank", 0)
-    quant = _choice(cfg, "quantization", _QUANT)
-    if quant != "none" and rank == 0:
-        raise ValueError(f"quantization={quant!r} needs LoRA (lora_rank > 0)")
-    optim_knob = _choice(cfg, "optimizer", tuple(_OPTIM))
+    try:
+        config = TrainingConfig.from_dict({k: cfg[k].item() if hasattr(cfg[k], "item") else cfg[k]
+                                           for k in KNOBS if k in cfg})
+        check_valid(config, {"max_position_embeddings": float("inf")})  # the model's limits were checked upstream
+    except AutofitError as exc:
+        raise ValueError(str(exc)) from None
     return _Knobs(
-        batch=_int_knob(cfg, "per_device_train_batch_size", 1),
-        accum=_int_knob(cfg, "gradient_accumulation_steps", 1),
-        seq_len=_int_knob(cfg, "seq_len", 1),
-        rank=rank,
-        quant=quant,
-        grad_ckpt=grad_ckpt,
-        zero=zero,
-        offload=offload,
-        optim=_OPTIM[optim_knob],
-        optim_knob=optim_knob,
-        attn=_choice(cfg, "attn_implementation", _ATTN),
+        batch=config.per_device_train_batch_size,
+        accum=config.gradient_accumulation_steps,
+        seq_len=config.seq_len,
+        rank=config.lora_rank,
+        quant=config.quantization,
+        grad_ckpt=config.gradient_checkpointing,
+        zero=config.zero_stage,
+        offload=config.offload,
+        optim=_OPTIM[config.optimizer],
+        optim_knob=config.optimizer,
+        attn=config.attn_implementation,
         expandable=cfg.get("allocator", "default") == "expandable",
     )
 

@@ -96,10 +96,11 @@ def check_budget_reachable(plan: SearchPlan) -> None:
         f"valid configuration of the space, which needs {need:.2f} GiB (estimated): {knobs}")
 
 
-def open_study(plan: SearchPlan) -> optuna.Study:
-    """Create or resume the study; refuse one that holds a different search."""
+def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create or resume the study (with autofit's sampler unless another is given); refuse one that holds a
+    different search."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = AutofitSampler(plan.candidates, seed=plan.seed)
+    sampler = sampler or AutofitSampler(plan.candidates, seed=plan.seed)
     try:
         study = optuna.create_study(storage=plan.storage, study_name=plan.study_name, directions=DIRECTIONS,
                                     sampler=sampler, load_if_exists=True)
@@ -145,7 +146,7 @@ def run_search(plan: SearchPlan, study: optuna.Study,
                on_start: Callable[[int, TrainingConfig], None] | None = None) -> str:
     """Probe configurations until the study holds `plan.trials` evaluated ones, the space is exhausted or
     the time is up. Returns why it stopped: "trials", "exhausted" or "timeout"."""
-    sampler: AutofitSampler = study.sampler  # type: ignore[assignment]
+    remaining = getattr(study.sampler, "remaining", None)  # AutofitSampler knows when the space is spent
     choices = plan.candidates.choices
     started = time.monotonic()
     while True:
@@ -153,7 +154,7 @@ def run_search(plan: SearchPlan, study: optuna.Study,
             return "trials"
         if plan.timeout_s is not None and time.monotonic() - started >= plan.timeout_s:
             return "timeout"
-        if sampler.remaining(study) == 0:
+        if remaining is not None and remaining(study) == 0:
             return "exhausted"
         trial = study.ask()
         params = {k: trial.suggest_categorical(k, list(v)) for k, v in choices.items()}

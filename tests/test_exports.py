@@ -274,11 +274,11 @@ def test_unknown_extra_knobs_are_ignored():
 
 
 def test_invalid_combinations_rejected():
-    with pytest.raises(ValueError, match="zero_stage 3"):
+    with pytest.raises(ValueError, match="offload_all_needs_zero3"):
         render("hf", make_ctx("full_z2_offload_optimizer", offload="all"))
-    with pytest.raises(ValueError, match="LoRA"):
+    with pytest.raises(ValueError, match="quantization_needs_lora"):
         render("llamafactory", make_ctx("full_z1", quantization="nf4"))
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="lacks knob"):
         render("axolotl", ExportContext("m", "m", None, {"seq_len": 8}, 1.0, 1.0, "cpu", False, "8GB", 7.0))
 
 
@@ -694,3 +694,25 @@ def test_odd_model_refs_round_trip(model_ref):
     for text in (render_llamafactory(ctx), hf, render_axolotl(ctx)):
         assert not (AUTOFIT_FIGURE_KEYS & set(yaml.safe_load(text)))
         assert "glm 4: x" in "\n".join(comment_lines(text))
+
+
+def test_numpy_knob_values_render_like_python_ones():
+    np = pytest.importorskip("numpy")
+    plain = make_ctx("qlora_z3")
+    cfg = {
+        key: (np.int64(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+        for key, value in plain.config.items()
+    }
+    cfg["gradient_checkpointing"] = np.bool_(True)
+    as_numpy = dataclasses.replace(plain, config=cfg)
+    for fmt in FORMATS:
+        assert render(fmt, plain) == render(fmt, as_numpy)
+
+
+def test_relative_deepspeed_path_note():
+    rel = render_llamafactory(make_ctx("full_z1"))
+    assert any("is relative" in line for line in comment_lines(rel))
+    absolute = render_llamafactory(make_ctx("full_z1", ds_path="/abs/ds_config.json"))
+    assert not any("is relative" in line for line in comment_lines(absolute))
+    assert yaml.safe_load(absolute)["deepspeed"] == "/abs/ds_config.json"
+    assert not any("is relative" in line for line in comment_lines(render_llamafactory(make_ctx("lora"))))

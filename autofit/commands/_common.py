@@ -30,11 +30,14 @@ def choose_gpu(name: str | None, gpu_mem_bytes: int) -> tuple[GpuSpec, str]:
     return default_gpu_for_budget(gpu_mem_bytes), "default for the budget; choose with --gpu"
 
 
+# short knob names for tables and progress lines
+SHORT = {"per_device_train_batch_size": "bs", "gradient_accumulation_steps": "ga", "seq_len": "seq",
+         "lora_rank": "r", "quantization": "q", "gradient_checkpointing": "ckpt", "zero_stage": "zero",
+         "offload": "off", "optimizer": "opt", "attn_implementation": "attn"}
+
+
 def fmt_config(config: dict, keys: list[str] | None = None) -> str:
-    short = {"per_device_train_batch_size": "bs", "gradient_accumulation_steps": "ga", "seq_len": "seq",
-             "lora_rank": "r", "quantization": "q", "gradient_checkpointing": "ckpt", "zero_stage": "zero",
-             "offload": "off", "optimizer": "opt", "attn_implementation": "attn"}
-    return " ".join(f"{short.get(k, k)}={config[k]}" for k in (keys or config))
+    return " ".join(f"{SHORT.get(k, k)}={config[k]}" for k in (keys or config))
 
 
 def positive(value: int | None, flag: str) -> None:

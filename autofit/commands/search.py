@@ -19,7 +19,7 @@ from ..probes import get_probe
 from ..results import pareto_frame, recommend
 from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
 from ..units import size_label
-from ._common import choose_gpu, fmt_config, load_space, parse_pins, positive
+from ._common import SHORT, choose_gpu, fmt_config, load_space, parse_pins, positive
 
 DEFAULT_TRIALS = 40  # about 1.5 s a trace of a 9B model on 2 cores: a default search stays within 5 minutes
 
@@ -79,6 +79,8 @@ class Progress:
 def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
                    storage, study_name, headroom) -> None:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))  # logs and CI: keep tables whole
     positive(trials, "--trials")
     positive(gpus, "--gpus")
     spec = resolve_model(model)
@@ -136,7 +138,7 @@ def _print_summary(console, study, plan, reason, elapsed, written) -> None:
     if not front.empty:
         table = Table(title=f"Pareto front: tokens/s against peak GPU memory{mark}")
         keys = plan.candidates.searched
-        for column in ("trial", *keys, "peak GiB", "tokens/s"):
+        for column in ("trial", *(SHORT.get(k, k) for k in keys), "peak GiB", "tokens/s"):
             table.add_column(column, justify="right")
         for _, row in front.iterrows():
             table.add_row(str(row["number"]), *(str(row[k]) for k in keys), f"{row['peak_memory_gib']:.2f}",

@@ -4,8 +4,9 @@ The model is built from its config on the meta device (no weights, no downloads)
 its linear layers when the configuration quantizes (transformers' own replace_with_bnb_linear, lm_head
 kept in bf16), peft adds LoRA to all linear layers (adapters in fp32, as peft's autocast_adapter_dtype
 does), and the whole thing is materialized under FakeTensorMode. Two optimizer steps then run under bf16
-autocast with the real torch / bitsandbytes optimizer: the first creates optimizer state, the second is
-the one that matters (with gradient accumulation, its second micro-step also starts with gradients held).
+autocast with the real torch / bitsandbytes optimizer: the first, on zero gradients, only creates the
+optimizer state; the second is traced whole (forward, loss, backward, optimizer step; with gradient
+accumulation, its second micro-step also starts with gradients held).
 `StepTracker` records the peak of each phase and what was live at that peak.
 
 All decoder layers of a model are alike, so the step is traced at two small depths (one and two periods
@@ -176,19 +177,27 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer = _make_optimizer(config.optimizer, trainable)
             ids = torch.randint(0, model.vocab_size, (batch, seq))
             micro_traced = min(ga, 2)
-            for step in (1, 2):
-                micros = 1 if step == 1 else micro_traced
-                for micro in range(micros):
-                    tracker.start_phase(f"s{step}.m{micro}.forward", "activations")
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        loss = net(input_ids=ids, labels=ids).loss / ga  # outputs (logits) dropped, as Trainer does
-                    tracker.start_phase(f"s{step}.m{micro}.backward", "other")
-                    loss.backward()
-                    del loss
-                tracker.start_phase(f"s{step}.opt", "other")
-                optimizer.step()
-                tracker.retag_phase_survivors("optimizer")
-                optimizer.zero_grad(set_to_none=True)
+            # Step 1 only has to create the optimizer state: an optimizer step on zero gradients creates
+            # exactly the tensors a real first step would, without tracing a forward and backward.
+            tracker.start_phase("s1.opt", "gradients")
+            for p in trainable:
+                p.grad = torch.zeros_like(p)
+            tracker.start_phase("s1.opt", "other")
+            optimizer.step()
+            tracker.retag_phase_survivors("optimizer")
+            optimizer.zero_grad(set_to_none=True)
+            # Step 2, the one measured: with accumulation, its second micro-step starts with gradients held.
+            for micro in range(micro_traced):
+                tracker.start_phase(f"s2.m{micro}.forward", "activations")
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = net(input_ids=ids, labels=ids).loss / ga  # outputs (logits) dropped, as Trainer does
+                tracker.start_phase(f"s2.m{micro}.backward", "other")
+                loss.backward()
+                del loss
+            tracker.start_phase("s2.opt", "other")
+            optimizer.step()
+            tracker.retag_phase_survivors("optimizer")
+            optimizer.zero_grad(set_to_none=True)
             phases = dict(tracker.phases)
     return StepTrace(depth=depth, phases=phases, trainable_params=float(sum(p.numel() for p in trainable)),
                      total_params=float(sum(p.numel() for p in params)), weight_bytes=float(weight_bytes),

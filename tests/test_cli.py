@@ -1,0 +1,194 @@
+"""The command line end to end, as a person runs it (real subprocesses, real files)."""
+
+import csv
+import json
+import os
+import stat
+
+import pytest
+import yaml
+
+from autofit.knobs import KNOBS
+
+TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory):
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("search") / "out"
+    proc = run_cli("search", *TINY_ARGS, "--trials", "14", "--out", out, "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_search_writes_every_file(tiny_search):
+    out, proc = tiny_search
+    for name in ("best-config.yaml", "trials.csv", "pareto.csv", "llamafactory.yaml", "report.html", "study.db"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    assert "Recommended" in proc.stdout and "estimated" in proc.stdout and "Pareto front" in proc.stdout
+
+
+def test_trials_csv_columns_and_variety(tiny_search):
+    out, _ = tiny_search
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 14
+    for column in ("number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "duration_s"):
+        assert column in rows[0]
+    assert {r["state"] for r in rows} <= {"ok", "oom"} and "ok" in {r["state"] for r in rows}
+    assert all(r["probe"] == "trace" for r in rows)
+    single = [k for k in KNOBS if len({r[k] for r in rows}) == 1]
+    # zero_stage and offload are fixed in the default space; every searched knob took several values
+    assert set(single) <= {"zero_stage", "offload"} | {k for k in KNOBS if k in ("zero_stage", "offload")}
+    keys = [tuple(r[k] for k in KNOBS) for r in rows]
+    assert len(keys) == len(set(keys))  # never probed twice
+
+
+def test_best_config_yaml(tiny_search):
+    out, _ = tiny_search
+    best = yaml.safe_load((out / "best-config.yaml").read_text())
+    assert best["model"] == "glm-tiny" and best["gpu_mem"] == "1.2GB" and best["probe"] == "trace"
+    assert set(best["config"]) == set(KNOBS)
+    assert best["metrics"]["peak_memory_gib"] <= best["usable_budget_gib"]
+    assert best["metrics"]["tokens_per_s"] > 0
+    assert set(best["breakdown_gib"]) == {"weights", "gradients", "optimizer", "activations", "logits", "other"}
+    assert set(best["versions"]) >= {"autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna"}
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    fastest = max(float(r["tokens_per_s"]) for r in rows if r["state"] == "ok")
+    assert best["metrics"]["tokens_per_s"] == pytest.approx(fastest, rel=1e-3)
+    pareto = list(csv.DictReader((out / "pareto.csv").open()))
+    assert pareto and all(r["state"] == "ok" for r in pareto)
+
+
+def test_llamafactory_yaml_keys(tiny_search):
+    out, _ = tiny_search
+    text = (out / "llamafactory.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert "estimated" in text
+    assert data["cutoff_len"] > 0 and data["finetuning_type"] in ("lora", "full")
+    assert "peak_memory_gib" not in data and "tokens_per_s" not in data
+
+
+def test_rerun_resumes_and_report_export(tiny_search, cli):
+    out, _ = tiny_search
+    proc = cli("search", *TINY_ARGS, "--trials", "18", "--out", out, "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 18
+    assert len({tuple(r[k] for k in KNOBS) for r in rows}) == 18
+    (out / "report.html").unlink()
+    proc = cli("report", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "plotly" in (out / "report.html").read_text()
+    for fmt, name in (("hf", "hf_training_args.yaml"), ("axolotl", "axolotl.yaml")):
+        proc = cli("export", out, "--format", fmt)
+        assert proc.returncode == 0, proc.stderr
+        assert yaml.safe_load((out / name).read_text())
+    proc = cli("export", out, "--format", "deepspeed")
+    assert proc.returncode == 2 and "zero_stage" in proc.stderr  # the default space has no ZeRO
+
+
+def test_estimate_json_glm4_9b(cli):
+    full = cli("estimate", "--model", "glm4-9b", "--gpu-mem", "24GB", "--json", "--set", "lora_rank=0",
+               "--set", "quantization=none", "--set", "per_device_train_batch_size=1", "--set", "seq_len=2048",
+               "--set", "gradient_checkpointing=true", "--set", "optimizer=adamw_torch")
+    assert full.returncode == 0, full.stderr
+    data = json.loads(full.stdout)
+    for key in ("params", "peak_memory_gib", "tokens_per_s", "probe", "config", "breakdown_gib"):
+        assert key in data
+    assert data["params"] == 9_399_951_360 and data["probe"] == "trace"
+    assert set(data["breakdown_gib"]) >= {"weights", "gradients", "optimizer", "activations", "logits", "other"}
+    assert 17.0 < data["breakdown_gib"]["weights"] < 18.0 and data["peak_memory_gib"] > 24 * 1.5
+    assert data["fits"] is False
+
+
+def test_models_lists_presets(cli):
+    proc = cli("models", "--json")
+    assert proc.returncode == 0
+    names = {m["name"]: m["params"] for m in json.loads(proc.stdout)}
+    assert names["glm4-9b"] == 9_399_951_360 and "glm-tiny" in names and len(names) >= 12
+
+
+def test_model_from_config_json(tmp_path, cli):
+    from autofit.models import load_preset
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(load_preset("glm-tiny").config))
+    for ref in (folder, folder / "config.json"):
+        proc = cli("estimate", "--model", ref, "--gpu-mem", "2GB", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["params"] == 223_808
+
+
+def _bad(proc, fragment, out=None):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and fragment in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--model", "gpt-17", "--gpu-mem", "24GB"], "glm4-9b"),  # unknown model lists the presets
+    (["--model", "glm-tiny", "--gpu-mem", "24XB"], "malformed memory size"),
+    (["--model", "glm-tiny", "--gpu-mem", "0GB"], "positive"),
+    (["--model", "glm-tiny", "--gpu-mem", "1.1GB"], "smallest valid configuration"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "quantization=fp3"], "not one of"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "per_device_train_batch_size=two"], "integer"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "per_device_train_batch_size=0"], "at least 1"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "flux=3"], "unknown knob"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "lora_rank=0", "--set", "quantization=nf4"],
+     "quantization_needs_lora"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--space", "/nonexistent/space.yaml"], "not found"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--gpu", "tpu-v9"], "unknown --gpu"),
+])
+def test_search_bad_input(tmp_path, cli, args, fragment):
+    out = tmp_path / "out"
+    _bad(cli("search", *args, "--out", out, "--trials", "2"), fragment, out)
+
+
+def test_search_budget_error_says_what_is_needed(tmp_path, cli):
+    out = tmp_path / "out"
+    proc = cli("search", "--model", "glm4-9b", "--gpu-mem", "6GB", "--out", out)
+    _bad(proc, "needs", out)
+    assert "GiB" in proc.stderr and "quantization=nf4" in proc.stderr
+
+
+def test_malformed_space_and_broken_config(tmp_path, cli):
+    space = tmp_path / "space.yaml"
+    space.write_text("knobs: {seq_len: [1, 2\n")
+    out = tmp_path / "out"
+    _bad(cli("search", *TINY_ARGS, "--space", space, "--out", out), "malformed space file", out)
+    broken = tmp_path / "config.json"
+    broken.write_text('{"model_type": "glm", "vocab_size": ')
+    _bad(cli("search", "--model", broken, "--gpu-mem", "24GB", "--out", out), "cannot read model config", out)
+
+
+def test_unwritable_out(tmp_path, cli):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits: use a path under a file instead
+            target = tmp_path / "file"
+            target.write_text("x")
+            out = target / "out"
+        else:
+            out = locked / "out"
+        _bad(cli("search", *TINY_ARGS, "--out", out), "not writable" if out.parent.is_dir() else "not writable")
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_estimate_invalid_combination_names_rule(cli):
+    _bad(cli("estimate", "--model", "glm-tiny", "--gpu-mem", "24GB", "--set", "quantization=int8",
+             "--set", "zero_stage=3", "--set", "lora_rank=8"), "int8_not_with_zero3")
+
+
+def test_help_explains_units(cli):
+    proc = cli("search", "--help")
+    assert proc.returncode == 0 and "GiB" in proc.stdout
