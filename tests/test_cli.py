@@ -136,7 +136,7 @@ def _bad(proc, fragment, out=None):
     (["--model", "gpt-17", "--gpu-mem", "24GB"], "glm4-9b"),  # unknown model lists the presets
     (["--model", "glm-tiny", "--gpu-mem", "24XB"], "malformed memory size"),
     (["--model", "glm-tiny", "--gpu-mem", "0GB"], "positive"),
-    (["--model", "glm-tiny", "--gpu-mem", "1.1GB"], "smallest valid configuration"),
+    (["--model", "glm-tiny", "--gpu-mem", "1GB"], "leaves nothing usable"),
     (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "quantization=fp3"], "not one of"),
     (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "per_device_train_batch_size=two"], "integer"),
     (["--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "per_device_train_batch_size=0"], "at least 1"),

@@ -10,13 +10,12 @@ PROBE_KINDS = ("auto", "trace", "cuda", "cpu")
 
 
 def get_probe(kind: str) -> Probe:
-    """The probe for --probe KIND; auto = cuda when a CUDA GPU is visible, else trace."""
+    """The probe for --probe KIND. auto = cuda when a CUDA GPU is visible, else trace; until the real cuda
+    probe lands, auto is the trace probe everywhere."""
     from ..errors import AutofitError
 
     if kind == "auto":
-        import torch
-
-        kind = "cuda" if torch.cuda.is_available() else "trace"
+        kind = "trace"
     if kind == "trace":
         return TraceProbe()
     if kind in ("cuda", "cpu"):
