@@ -33,17 +33,21 @@ def search(
     gpu: Optional[str] = typer.Option(None, help="Target card for throughput estimates: a10, l4, rtx3090, rtx4090, "
                                                  "a100-40gb, a100-80gb, l40s, h100, h200 (default: the GPU present, "
                                                  "else a card for the budget)."),
-    probe: str = typer.Option("auto", help="auto|trace|cuda|cpu (auto: cuda with a CUDA GPU, else trace)."),
+    probe: str = typer.Option("auto", help="auto|trace|cuda|cpu, or package.module:Class for a Probe of your own "
+                                           "(auto: cuda with a CUDA GPU, else trace)."),
     out: Optional[str] = typer.Option(None, help="Output folder (default reports/<model>-<gpu-mem>/)."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/study.db)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///, postgresql://, mysql:// or "
+                                                     "journal:///path/file.log (default sqlite:///<out>/study.db)."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default <model>-<gpu-mem>)."),
     headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    workers: int = typer.Option(1, help="Probes at a time on this machine (one GPU each); other machines join by "
+                                        "running the same command against one PostgreSQL --storage."),
 ):
     """Search fine-tuning configurations; write the Pareto front, the recommended config and a report."""
     from .commands.search import search_command
 
     search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom)
+                   storage, study_name, headroom, workers)
 
 
 @app.command()

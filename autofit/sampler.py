@@ -23,11 +23,13 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from .candidates import CandidateSet
+from .probes._base import EVALUATED, INVALID, OOM, OOM_PREDICTED
 
 # user attribute holding autofit's outcome of a trial (ok, oom, invalid, failed, ...)
 STATE_ATTR = "autofit_state"
 CONFIG_KEY_ATTR = "config_key"
-OOM_STATES = ("oom", "oom-predicted", "oom-inferred")
+OOM_STATES = (OOM, OOM_PREDICTED, "oom-inferred")
+_HELD = (*EVALUATED, INVALID)  # outcomes that keep a configuration from being proposed again
 
 
 class AutofitSampler(BaseSampler):
@@ -36,18 +38,23 @@ class AutofitSampler(BaseSampler):
         self._candidates = candidates
         self._rng = np.random.RandomState(seed)
         self._max_tpe_tries = max_tpe_tries
+        # constant_liar: trials in flight on other workers count as bad guesses, so workers spread out
         self._tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials,
-                                               warn_independent_sampling=False)
+                                               constant_liar=True)
 
     def reseed_rng(self) -> None:
         self._rng.seed()
         self._tpe.reseed_rng()
 
     def excluded(self, study: optuna.Study, current: int | None = None) -> np.ndarray:
-        """Mask of candidates not to propose: already in the study, or implied out of memory."""
+        """Mask of candidates not to propose: held by the study (evaluated, invalid, running or queued), or
+        implied out of memory. Configurations of lost or interrupted trials may be proposed again."""
         excluded = np.zeros(len(self._candidates), dtype=bool)
         for trial in study.get_trials(deepcopy=False):
             if trial.number == current:
+                continue
+            if trial.state not in (TrialState.RUNNING, TrialState.WAITING) and \
+                    trial.user_attrs.get(STATE_ATTR) not in _HELD:
                 continue
             key = trial.user_attrs.get(CONFIG_KEY_ATTR)
             index = self._candidates._keys.get(key) if key else self._candidates.index_of_params(trial.params)

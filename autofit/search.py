@@ -16,15 +16,15 @@ from .errors import AutofitError
 from .gpus import GpuSpec
 from .knobs import TrainingConfig
 from .models import ModelSpec
-from .probes import FAILED, INVALID, OK, OOM, Probe, ProbeContext, ProbeResult, TraceProbe
+from .probes import (EVALUATED, FAILED, INTERRUPTED, INVALID, OK, OOM, OOM_PREDICTED, Probe, ProbeContext,
+                     ProbeResult, TraceProbe)
 from .rules import violated_rule
 from .sampler import CONFIG_KEY_ATTR, STATE_ATTR, AutofitSampler
 from .space import SearchSpace
+from .storage import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, make_storage, reap_lost_trials, study_lock, worker_id
 from .units import GIB
 
 DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
-# autofit states that count as an evaluated configuration toward --trials
-EVALUATED_STATES = (OK, OOM, FAILED, "timeout", "oom-predicted")
 
 
 @dataclass
@@ -101,30 +101,30 @@ def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = N
     different search."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = sampler or AutofitSampler(plan.candidates, seed=plan.seed)
-    try:
-        study = optuna.create_study(storage=plan.storage, study_name=plan.study_name, directions=DIRECTIONS,
+    # under the lock: workers starting together create the schema once and agree on the study's settings
+    with study_lock(plan.storage, plan.study_name):
+        storage = make_storage(plan.storage)
+        study = optuna.create_study(storage=storage, study_name=plan.study_name, directions=DIRECTIONS,
                                     sampler=sampler, load_if_exists=True)
-    except (ValueError, ImportError) as exc:
-        raise AutofitError(f"cannot open storage {plan.storage}: {exc}") from None
-    attrs = plan.study_attrs()
-    stored = study.user_attrs
-    if stored:
-        for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
-            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
-                raise AutofitError(f"study {plan.study_name!r} in {plan.storage} holds a different search "
-                                   f"({key} differs); use another --out, --storage or --study-name")
-    else:
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
+        attrs = plan.study_attrs()
+        stored = study.user_attrs
+        if stored:
+            for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
+                if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
+                    raise AutofitError(f"study {plan.study_name!r} in {plan.storage} holds a different search "
+                                       f"({key} differs); use another --out, --storage or --study-name")
+        else:
+            for key, value in attrs.items():
+                study.set_user_attr(key, value)
     return study
 
 
 def evaluated_count(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(STATE_ATTR) in EVALUATED_STATES)
+    """Configurations the study has evaluated (they count toward --trials)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(STATE_ATTR) in EVALUATED)
 
 
 def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None:
-    trial.set_user_attr(STATE_ATTR, result.state)
     trial.set_user_attr("probe", result.probe)
     trial.set_user_attr("estimated", result.estimated)
     trial.set_user_attr("duration_s", result.duration_s)
@@ -139,30 +139,55 @@ def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None
         trial.set_user_attr("error", result.error[-2000:])
     if result.details:
         trial.set_user_attr("details", result.details)
+    trial.set_user_attr(STATE_ATTR, result.state)  # last: a reader that sees the state sees the figures
+
+
+def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, TrainingConfig] | str:
+    """Under the study lock: decide whether to stop or wait, else create a trial holding the next
+    configuration. Returns (trial, config), or "trials" / "exhausted" / "wait"."""
+    trials = study.get_trials(deepcopy=False)
+    evaluated = sum(1 for t in trials if t.user_attrs.get(STATE_ATTR) in EVALUATED)
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    if evaluated >= plan.trials:
+        return "trials"
+    if evaluated + running >= plan.trials:
+        return "wait"  # the trials in flight on other workers will finish the study
+    remaining = getattr(study.sampler, "remaining", None)  # AutofitSampler knows when the space is spent
+    if not waiting and remaining is not None and remaining(study) == 0:
+        return "wait" if running else "exhausted"
+    trial = study.ask()
+    params = {k: trial.suggest_categorical(k, list(v)) for k, v in plan.candidates.choices.items()}
+    index = plan.candidates.index_of_params(params)
+    config = (plan.candidates.configs[index] if index is not None
+              else TrainingConfig.from_dict({**plan.candidates.fixed, **params}))
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr(CONFIG_KEY_ATTR, config.key())
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    return trial, config
 
 
 def run_search(plan: SearchPlan, study: optuna.Study,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-               on_start: Callable[[int, TrainingConfig], None] | None = None) -> str:
-    """Probe configurations until the study holds `plan.trials` evaluated ones, the space is exhausted or
-    the time is up. Returns why it stopped: "trials", "exhausted" or "timeout"."""
-    remaining = getattr(study.sampler, "remaining", None)  # AutofitSampler knows when the space is spent
-    choices = plan.candidates.choices
+               on_start: Callable[[int, TrainingConfig], None] | None = None,
+               poll_s: float = 0.5) -> str:
+    """Probe configurations until the study holds `plan.trials` evaluated ones (counting other workers'),
+    the space is exhausted or the time is up. Returns why it stopped: "trials", "exhausted" or "timeout".
+    Safe to run in several processes or on several machines against one storage."""
     started = time.monotonic()
     while True:
-        if evaluated_count(study) >= plan.trials:
-            return "trials"
         if plan.timeout_s is not None and time.monotonic() - started >= plan.timeout_s:
             return "timeout"
-        if remaining is not None and remaining(study) == 0:
-            return "exhausted"
-        trial = study.ask()
-        params = {k: trial.suggest_categorical(k, list(v)) for k, v in choices.items()}
-        index = plan.candidates.index_of_params(params)
-        config = (plan.candidates.configs[index] if index is not None
-                  else TrainingConfig.from_dict({**plan.candidates.fixed, **params}))
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr(CONFIG_KEY_ATTR, config.key())
+        reap_lost_trials(study)
+        with study_lock(plan.storage, plan.study_name):
+            claim = _claim(plan, study)
+        if claim == "wait":
+            time.sleep(poll_s)
+            continue
+        if isinstance(claim, str):
+            return claim
+        trial, config = claim
         if on_start is not None:
             on_start(trial.number, config)
         rule = violated_rule(config, plan.model.facts)
@@ -172,9 +197,10 @@ def run_search(plan: SearchPlan, study: optuna.Study,
             study.tell(trial, state=TrialState.FAIL)
         else:
             try:
-                result = plan.probe.run(plan.model, config, plan.context)
+                with Heartbeat(study, trial._trial_id):
+                    result = plan.probe.run(plan.model, config, plan.context)
             except KeyboardInterrupt:
-                trial.set_user_attr(STATE_ATTR, "interrupted")
+                trial.set_user_attr(STATE_ATTR, INTERRUPTED)
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             except Exception as exc:  # a probe bug must not take the search down
@@ -183,7 +209,7 @@ def run_search(plan: SearchPlan, study: optuna.Study,
             _record(trial, result, plan.budget.usable_gib)
             if result.state == OK:
                 study.tell(trial, [result.tokens_per_s, result.peak_memory_gib])
-            elif result.state in (OOM, "oom-predicted"):
+            elif result.state in (OOM, OOM_PREDICTED):
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 study.tell(trial, state=TrialState.FAIL)

@@ -18,6 +18,7 @@ from ..outputs import ensure_writable_dir, write_outputs
 from ..probes import get_probe
 from ..results import pareto_frame, recommend
 from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
+from ..workers import run_workers
 from ..units import size_label
 from ._common import SHORT, choose_gpu, fmt_config, load_space, parse_pins, positive
 
@@ -77,12 +78,13 @@ class Progress:
 
 
 def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom) -> None:
+                   storage, study_name, headroom, workers=1) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # logs and CI: keep tables whole
     positive(trials, "--trials")
     positive(gpus, "--gpus")
+    positive(workers, "--workers")
     spec = resolve_model(model)
     prober = get_probe(probe)
     budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda")
@@ -117,7 +119,10 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     try:
         if progress.live is not None:
             progress.live.start()
-        reason = run_search(plan, study, on_trial=progress.finish, on_start=progress.start)
+        if workers > 1:
+            reason = run_workers(plan, study, workers, on_trial=progress.finish)
+        else:
+            reason = run_search(plan, study, on_trial=progress.finish, on_start=progress.start)
     except KeyboardInterrupt:
         interrupted, reason = True, "interrupted"
     finally:

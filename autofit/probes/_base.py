@@ -10,8 +10,11 @@ from ..gpus import GpuSpec
 from ..knobs import TrainingConfig
 from ..models import ModelSpec
 
-# Outcomes of a probe, as written to trials.csv (`state`). `invalid` is decided before any probe.
+# Outcomes of a trial, as written to trials.csv (`state`). A probe returns ok, oom, failed or timeout;
+# `invalid` is decided before any probe; `lost` (its worker died) and `interrupted` (Ctrl-C) are retried.
 OK, OOM, INVALID, FAILED, TIMEOUT = "ok", "oom", "invalid", "failed", "timeout"
+OOM_PREDICTED, LOST, INTERRUPTED = "oom-predicted", "lost", "interrupted"
+EVALUATED = (OK, OOM, FAILED, TIMEOUT, OOM_PREDICTED)  # count toward --trials; never probed again
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""Where a study lives, and how workers share it without stepping on each other.
+
+`--storage` takes Optuna's RDB URLs (sqlite:///, postgresql://, mysql://) and journal files
+(journal:///path/file.log). Several workers (processes, GPUs, machines) may run one study:
+  * claiming a configuration happens under a study-wide lock (a file lock beside a sqlite database or
+    journal file on one host; a PostgreSQL advisory lock or MySQL named lock across hosts), so two workers
+    never claim the same configuration and the sampler sees every claim before it proposes;
+  * a running trial carries its worker (host:pid) and a heartbeat time, refreshed in the background. A
+    RUNNING trial whose worker died (kill -9, reboot, lost machine) is detected, marked lost, and its
+    configuration retried once. Optuna's own heartbeat is RDB-only; this one works on every storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import AutofitError
+
+HEARTBEAT_S = float(os.environ.get("AUTOFIT_HEARTBEAT_S", "5"))  # how often a worker says it is alive
+GRACE_S = 6 * HEARTBEAT_S  # silence after which a running trial counts as lost
+WORKER_ATTR, HEARTBEAT_ATTR, RETRY_ATTR = "worker", "heartbeat_at", "retry_of"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _path_of(url: str, scheme: str) -> Path:
+    return Path(url[len(scheme):])
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`; AutofitError with one line when it cannot be opened."""
+    try:
+        if url.startswith("journal:///"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = _path_of(url, "journal:///")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise AutofitError(f"cannot open storage {url}: missing driver ({exc})") from None
+    except Exception as exc:  # sqlalchemy / driver errors vary by backend
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutofitError(f"cannot open storage {url}: {message}") from None
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str):
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str):
+    """Hold the study-wide claim lock for `url` / `study_name`."""
+    key = int.from_bytes(hashlib.sha1(f"autofit:{study_name}".encode()).digest()[:8], "big", signed=True)
+    if url.startswith(("sqlite:///", "journal:///")):
+        scheme = "sqlite:///" if url.startswith("sqlite:///") else "journal:///"
+        lock_path = Path(f"{_path_of(url, scheme)}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")
+        with open(lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    elif url.startswith("postgresql"):
+        import sqlalchemy
+
+        with _engine(url).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    elif url.startswith("mysql"):
+        import sqlalchemy
+
+        with _engine(url).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 600)"), {"k": f"autofit{key}"})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": f"autofit{key}"})
+    else:  # sqlite in memory and other URLs: one process only
+        yield
+
+
+class Heartbeat:
+    """Refreshes a running trial's heartbeat attribute in the background until stopped."""
+
+    def __init__(self, study: optuna.Study, trial_id: int):
+        self._storage, self._trial_id = study._storage, trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autofit-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
+            except Exception:  # a finished trial can no longer be written; a storage hiccup is retried next beat
+                if self._stop.is_set():
+                    return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 5)
+
+
+def _is_lost(trial: optuna.trial.FrozenTrial, now: float) -> bool:
+    worker = trial.user_attrs.get(WORKER_ATTR, "")
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True  # its process is gone
+        except PermissionError:
+            pass
+        if int(pid) == os.getpid():
+            return False
+    beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+    return beat is not None and now - beat > GRACE_S
+
+
+def reap_lost_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose worker died as lost (FAIL in Optuna) and enqueue each configuration
+    once more. Returns the numbers of the trials reaped."""
+    now = time.time()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_lost(trial, now):
+            continue
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "autofit_state", "lost")
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue  # another worker reaped it first
+        except Exception:
+            continue
+        reaped.append(trial.number)
+        if trial.user_attrs.get(RETRY_ATTR) is None and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+    return reaped

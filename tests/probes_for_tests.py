@@ -1,0 +1,43 @@
+"""Probes for tests, loaded with --probe probes_for_tests:Class (tests/ is put on PYTHONPATH).
+
+They wrap the real trace probe and add what the tests need: time (to be killed mid-trial), a crash, a
+process that dies."""
+
+import os
+import time
+from pathlib import Path
+
+from autofit.probes import TraceProbe
+
+
+class SlowTraceProbe(TraceProbe):
+    """The trace probe, then a pause, so a test can catch a trial while it runs."""
+
+    def run(self, model, config, context):
+        result = TraceProbe.run(self, model, config, context)
+        time.sleep(float(os.environ.get("AUTOFIT_TEST_PROBE_SLEEP", "1.0")))
+        return result
+
+
+class RaisingProbe(TraceProbe):
+    """Raises on every configuration with seq_len 1024 (a probe bug or a crash inside the probe)."""
+
+    def run(self, model, config, context):
+        if config.seq_len == 1024:
+            raise RuntimeError("probe crashed: CUDA error: an illegal memory access was encountered")
+        return TraceProbe.run(self, model, config, context)
+
+
+class DieOnceProbe(TraceProbe):
+    """Kills its own process in the middle of the first trial it runs anywhere (marker file), like a
+    worker lost to kill -9 or a reboot; later trials run normally."""
+
+    def run(self, model, config, context):
+        marker = Path(os.environ["AUTOFIT_TEST_MARKER"])
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return TraceProbe.run(self, model, config, context)
+        os.write(fd, config.key().encode())
+        os.close(fd)
+        os._exit(9)
