@@ -145,6 +145,9 @@ def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None
 def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, TrainingConfig] | str:
     """Under the study lock: decide whether to stop or wait, else create a trial holding the next
     configuration. Returns (trial, config), or "trials" / "exhausted" / "wait"."""
+    before_claim = getattr(study.sampler, "before_claim", None)
+    if before_claim is not None:  # the sampler may record what it can infer without a probe (e.g. oom-inferred)
+        before_claim(study)
     trials = study.get_trials(deepcopy=False)
     evaluated = sum(1 for t in trials if t.user_attrs.get(STATE_ATTR) in EVALUATED)
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
