@@ -43,17 +43,24 @@ def measure_cuda_reserve() -> int | None:
     return int(total - free - torch.cuda.memory_reserved())
 
 
-def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = False) -> Budget:
-    """The Budget for --gpu-mem and --headroom; the reserve is measured when `measure` and a GPU is present."""
+def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = False,
+                runtime_reserve: bool = True) -> Budget:
+    """The Budget for --gpu-mem and --headroom; the reserve is measured when `measure` and a GPU is present,
+    and left out (`runtime_reserve` False) for CPU probes, which have no CUDA runtime."""
     total = parse_size(gpu_mem)
     constants = runtime_constants()
     headroom = constants["headroom"] if headroom is None else headroom
     if not 0 <= headroom < 1:
         raise AutofitError(f"--headroom must be a fraction in [0, 1), got {headroom}")
     measured = measure_cuda_reserve() if measure else None
-    reserve = measured if measured is not None else int(constants["cuda_runtime_reserve_gib"] * GIB)
-    budget = Budget(gpu_mem_text=gpu_mem, gpu_mem_bytes=total, reserve_bytes=reserve,
-                    reserve_source="measured" if measured is not None else "default", headroom=headroom)
+    if not runtime_reserve:
+        reserve, source = 0, "none (CPU)"
+    elif measured is not None:
+        reserve, source = measured, "measured"
+    else:
+        reserve, source = int(constants["cuda_runtime_reserve_gib"] * GIB), "default"
+    budget = Budget(gpu_mem_text=gpu_mem, gpu_mem_bytes=total, reserve_bytes=reserve, reserve_source=source,
+                    headroom=headroom)
     if budget.usable_bytes <= 0:
         raise AutofitError(f"--gpu-mem {gpu_mem} leaves nothing usable after the CUDA runtime reserve "
                            f"({reserve / GIB:.2f} GiB) and headroom ({headroom:.0%})")

@@ -40,6 +40,13 @@ def search(
                                                      "journal:///path/file.log (default sqlite:///<out>/study.db)."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default <model>-<gpu-mem>)."),
     headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    probe_timeout: Optional[float] = typer.Option(None, "--probe-timeout",
+                                                  help="Seconds a real probe may run before it is killed "
+                                                       "(default: sized from the model)."),
+    screen_margin: float = typer.Option(0.10, "--screen-margin",
+                                        help="Real probes: skip configurations the trace predicts above "
+                                             "budget x (1 + margin), recorded oom-predicted."),
+    no_screen: bool = typer.Option(False, "--no-screen", help="Real probes: run every configuration, no trace screen."),
     workers: int = typer.Option(1, help="Probes at a time on this machine (one GPU each); other machines join by "
                                         "running the same command against one PostgreSQL --storage."),
 ):
@@ -47,7 +54,7 @@ def search(
     from .commands.search import search_command
 
     search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom, workers)
+                   storage, study_name, headroom, workers, probe_timeout, None if no_screen else screen_margin)
 
 
 @app.command()

@@ -99,6 +99,7 @@ class TrainingConfig:
     offload: str
     optimizer: str
     attn_implementation: str
+    allocator: str = "default"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
@@ -106,6 +107,7 @@ class TrainingConfig:
         unknown = sorted(set(values) - set(specs))
         if unknown:
             raise AutofitError(f"unknown knob {unknown[0]!r}; knobs are: {', '.join(specs)}")
+        values = {"allocator": "default", **values}  # a knob added later: older configs lack it
         missing = [name for name in specs if name not in values]
         if missing:
             raise AutofitError(f"configuration lacks knob {missing[0]!r}")

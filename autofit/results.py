@@ -12,8 +12,9 @@ import pandas as pd
 from .knobs import KNOBS
 from .sampler import STATE_ATTR
 
+MEASURED_COLUMNS = ["predicted_peak_gib", "peak_allocated_gib", "peak_reserved_gib", "prediction_error_pct"]
 TRIAL_COLUMNS = ["number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "estimated",
-                 "duration_s", "error"]
+                 "duration_s", *MEASURED_COLUMNS, "error"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -28,7 +29,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                      "peak_memory_gib": t.user_attrs.get("peak_memory_gib"),
                      "tokens_per_s": t.user_attrs.get("tokens_per_s"), "probe": t.user_attrs.get("probe"),
                      "estimated": t.user_attrs.get("estimated"), "duration_s": t.user_attrs.get("duration_s"),
-                     "error": t.user_attrs.get("error")})
+                     **{k: t.user_attrs.get(k) for k in MEASURED_COLUMNS}, "error": t.user_attrs.get("error")})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 

@@ -29,7 +29,7 @@ from .probes._base import EVALUATED, INVALID, OOM, OOM_PREDICTED
 STATE_ATTR = "autofit_state"
 CONFIG_KEY_ATTR = "config_key"
 OOM_STATES = (OOM, OOM_PREDICTED, "oom-inferred")
-_HELD = (*EVALUATED, INVALID)  # outcomes that keep a configuration from being proposed again
+_HELD = (*EVALUATED, INVALID, OOM_PREDICTED)  # outcomes that keep a configuration from being proposed again
 
 
 class AutofitSampler(BaseSampler):

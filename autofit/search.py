@@ -54,6 +54,10 @@ class SearchPlan:
             raise AutofitError("--gpus must be at least 1")
         if self.global_batch is not None and self.global_batch < 1:
             raise AutofitError("--global-batch must be at least 1")
+        if self.probe.name != "cuda" and "allocator" not in self.pins:
+            # the CUDA allocator setting changes neither a trace's tensor bytes nor a CPU run: search it only
+            # with the cuda probe
+            self.space = self.space.pinned({"allocator": self.space.defaults["allocator"]})
         self.candidates = build_candidates(self.space, self.model.facts, gpus=self.gpus,
                                            global_batch=self.global_batch,
                                            ga_pinned="gradient_accumulation_steps" in self.pins)
@@ -139,6 +143,10 @@ def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None
         trial.set_user_attr("error", result.error[-2000:])
     if result.details:
         trial.set_user_attr("details", result.details)
+    for key in ("peak_allocated_gib", "peak_reserved_gib", "predicted_peak_gib", "prediction_error_pct"):
+        value = getattr(result, key)
+        if value is not None:
+            trial.set_user_attr(key, value)
     trial.set_user_attr(STATE_ATTR, result.state)  # last: a reader that sees the state sees the figures
 
 

@@ -41,3 +41,37 @@ class DieOnceProbe(TraceProbe):
         os.write(fd, config.key().encode())
         os.close(fd)
         os._exit(9)
+
+
+from autofit.probes import ChildProcessProbe  # noqa: E402
+
+
+class HangingProbe(ChildProcessProbe):
+    """A child that never finishes: must be killed at its timeout."""
+
+    name = "cpu"
+    device = "cpu"
+
+    def __init__(self):
+        super().__init__(timeout_s=float(os.environ.get("AUTOFIT_TEST_TIMEOUT", "3")))
+
+    def command(self, request_path, result_path, gpus):
+        import sys
+
+        marker = os.environ.get("AUTOFIT_TEST_MARKER", "/dev/null")
+        code = f"import os, time; open({marker!r}, 'a').write(str(os.getpid()) + '\\n'); time.sleep(600)"
+        return [sys.executable, "-c", code]
+
+
+class CrashingChildProbe(ChildProcessProbe):
+    """A child that dies like a CUDA/NCCL crash: writes to stderr and exits non-zero."""
+
+    name = "cpu"
+    device = "cpu"
+
+    def command(self, request_path, result_path, gpus):
+        import sys
+
+        code = ("import sys; sys.stderr.write('loading model\\nRuntimeError: NCCL error: unhandled cuda error\\n'); "
+                "sys.exit(134)")
+        return [sys.executable, "-c", code]

@@ -13,9 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..budget import make_budget
+from ..errors import AutofitError
 from ..models import resolve_model
 from ..outputs import ensure_writable_dir, write_outputs
-from ..probes import get_probe
+from ..probes import EVALUATED, get_probe
 from ..results import pareto_frame, recommend
 from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
 from ..workers import run_workers
@@ -58,7 +59,7 @@ class Progress:
         attrs = trial.user_attrs
         state = attrs.get("autofit_state", "?")
         peak, tps = attrs.get("peak_memory_gib"), attrs.get("tokens_per_s")
-        if state in ("ok", "oom", "failed", "timeout", "oom-predicted"):
+        if state in EVALUATED:
             self.done += 1
         if state == "ok" and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
             self.best = (tps, peak, trial.number)
@@ -68,7 +69,8 @@ class Progress:
         self.rows.append(row)
         self.current = ""
         if self.live is None:
-            self.console.print(f"trial {row[0]} {row[2]} {row[1]} peak {row[3]} GiB, {row[4]} tokens/s{self.mark}",
+            mark = " (predicted)" if state == "oom-predicted" else self.mark
+            self.console.print(f"trial {row[0]} {row[2]} {row[1]} peak {row[3]} GiB, {row[4]} tokens/s{mark}",
                                highlight=False)
         self._refresh()
 
@@ -78,7 +80,7 @@ class Progress:
 
 
 def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom, workers=1) -> None:
+                   storage, study_name, headroom, workers=1, probe_timeout=None, screen_margin=0.10) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # logs and CI: keep tables whole
@@ -86,8 +88,10 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     positive(gpus, "--gpus")
     positive(workers, "--workers")
     spec = resolve_model(model)
-    prober = get_probe(probe)
-    budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda")
+    if screen_margin is not None and screen_margin < 0:
+        raise AutofitError("--screen-margin must be zero or positive")
+    prober = get_probe(probe, timeout_s=probe_timeout, screen_margin=screen_margin)
+    budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
     pins = parse_pins(sets)
     search_space = load_space(space, pins)
     card, card_source = choose_gpu(gpu, budget.gpu_mem_bytes)

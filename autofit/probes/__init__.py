@@ -2,22 +2,27 @@
 
 from ._base import (EVALUATED, FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe,
                     ProbeContext, ProbeResult)
+from ._real import ChildProcessProbe, CpuProbe, CudaProbe, ScreenedProbe, default_timeout_s
 from ._trace import TraceProbe, trace_step
 
-__all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "trace_step", "get_probe",
+__all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessProbe", "CpuProbe", "CudaProbe", "ScreenedProbe",
+           "default_timeout_s", "trace_step", "get_probe",
            "OK", "OOM", "INVALID", "FAILED", "TIMEOUT", "OOM_PREDICTED", "LOST", "INTERRUPTED", "EVALUATED",
            "PROBE_KINDS"]
 
 PROBE_KINDS = ("auto", "trace", "cuda", "cpu")
 
 
-def get_probe(kind: str) -> Probe:
-    """The probe for --probe KIND. auto = cuda when a CUDA GPU is visible, else trace; until the real cuda
-    probe lands, auto is the trace probe everywhere."""
+def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | None = 0.10) -> Probe:
+    """The probe for --probe KIND. auto = cuda when a CUDA GPU is visible, else trace. Real probes (cuda,
+    cpu) are screened by the trace probe unless `screen_margin` is None (--no-screen); either way each
+    probed trial keeps the trace's prediction."""
     from ..errors import AutofitError
 
     if kind == "auto":
-        kind = "trace"
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else "trace"
     if kind == "trace":
         return TraceProbe()
     if ":" in kind:  # package.module:Class - a Probe of one's own
@@ -32,5 +37,11 @@ def get_probe(kind: str) -> Probe:
             raise AutofitError(f"--probe {kind}: not a subclass of autofit.Probe")
         return cls()
     if kind in ("cuda", "cpu"):
-        raise AutofitError(f"--probe {kind}: real training probes are not available in this version; use --probe trace")
+        if kind == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise AutofitError("--probe cuda: no CUDA GPU is visible; use --probe trace or --probe cpu")
+        real = (CudaProbe if kind == "cuda" else CpuProbe)(timeout_s=timeout_s)
+        return ScreenedProbe(real, screen_margin)
     raise AutofitError(f"unknown --probe {kind!r}; choose one of {', '.join(PROBE_KINDS)} or package.module:Class")

@@ -14,7 +14,8 @@ from ..models import ModelSpec
 # `invalid` is decided before any probe; `lost` (its worker died) and `interrupted` (Ctrl-C) are retried.
 OK, OOM, INVALID, FAILED, TIMEOUT = "ok", "oom", "invalid", "failed", "timeout"
 OOM_PREDICTED, LOST, INTERRUPTED = "oom-predicted", "lost", "interrupted"
-EVALUATED = (OK, OOM, FAILED, TIMEOUT, OOM_PREDICTED)  # count toward --trials; never probed again
+EVALUATED = (OK, OOM, FAILED, TIMEOUT)  # probed: count toward --trials; never probed again
+# oom-predicted (screened out by the trace before a real probe) is neither probed again nor counted
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ class ProbeResult:
     duration_s: float = 0.0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # real probes: what was measured, and what the trace probe predicted for the same configuration
+    peak_allocated_gib: float | None = None  # torch.cuda.max_memory_allocated (CPU: live tensor bytes)
+    peak_reserved_gib: float | None = None  # torch.cuda.max_memory_reserved (CPU: same as allocated)
+    predicted_peak_gib: float | None = None
+
+    @property
+    def prediction_error_pct(self) -> float | None:
+        """(predicted - measured allocated) / measured allocated, in percent."""
+        if self.predicted_peak_gib is None or not self.peak_allocated_gib:
+            return None
+        return 100.0 * (self.predicted_peak_gib - self.peak_allocated_gib) / self.peak_allocated_gib
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -95,8 +95,10 @@ def _extra_flop_formulas():
 class StepTracker(TorchDispatchMode):
     """Live tensor bytes per category and phase, and a roofline time estimate, of ops run under it."""
 
-    def __init__(self, roofline: RooflineSpec, vocab_size: int, round_bytes: int = 512):
+    def __init__(self, roofline: RooflineSpec, vocab_size: int, round_bytes: int = 512,
+                 limit_bytes: int | None = None):
         super().__init__()
+        self.limit_bytes = limit_bytes  # real CPU probes: raise torch.OutOfMemoryError past this many live bytes
         self.roofline = roofline
         self.vocab_size = vocab_size
         self.round_bytes = round_bytes
@@ -177,6 +179,9 @@ class StepTracker(TorchDispatchMode):
         self._note_peak(self.phases[self.phase_name], self.total, self.by_category)
         self._phase_new.append(weakref.ref(storage))
         weakref.finalize(storage, self._free, key)
+        if self.limit_bytes is not None and self.total > self.limit_bytes:
+            raise torch.OutOfMemoryError(
+                f"out of memory: live tensor bytes {self.total / 2**30:.3f} GiB passed the budget {self.limit_bytes / 2**30:.3f} GiB")
 
     def _free(self, key: int) -> None:
         nbytes, category = self.live.pop(key, (0, "other"))

@@ -238,15 +238,15 @@ def _trace_cached(model_json: str, name: str, config: TrainingConfig, roofline: 
 
 
 def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec) -> StepTrace:
-    """The traced (extrapolated) training step of `config`. ZeRO, offload and the number of GPUs do not
-    change what is traced, and gradient accumulation beyond two micro-steps only repeats them, so those
-    knobs are left out of the cache key."""
+    """The traced (extrapolated) training step of `config`. ZeRO, offload, the allocator setting and the
+    number of GPUs do not change what is traced, and gradient accumulation beyond two micro-steps only
+    repeats them, so those knobs are left out of the cache key."""
     constants = runtime_constants()
     roofline = RooflineSpec(flops_per_s=gpu.bf16_tflops * 1e12 * constants["matmul_efficiency"],
                             bytes_per_s=gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"],
                             launch_s=constants["kernel_launch_us"] * 1e-6)
     traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
-                            zero_stage=0, offload="none")
+                            zero_stage=0, offload="none", allocator="default")
     return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, traced, roofline,
                          int(constants["allocator_round_bytes"]))
 

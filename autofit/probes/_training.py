@@ -1,0 +1,168 @@
+"""A short real training run of one configuration, as our users' trainers run it. Runs inside the probe's
+child process (autofit/probes/_child.py), on the GPU or on the CPU.
+
+The model is built from its config on the meta device, materialized on the device with random weights
+(transformers' own init; no weight files), quantized layer by layer through bitsandbytes when the
+configuration says so (nf4 with double quantization and bf16 compute, or LLM.int8), given LoRA on all
+linear layers through peft, gradient checkpointing through transformers (non-reentrant, input grads enabled
+for PEFT), bf16 mixed precision through accelerate (DeepSpeed's bf16 engine when zero_stage > 0), and the
+named optimizer. Warm-up steps, then measured optimizer steps, each with the configuration's accumulation
+micro-steps, on synthetic batches of exactly seq_len tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..knobs import TrainingConfig
+from ..models import ModelSpec
+
+
+@dataclass
+class StepTimes:
+    warmup_s: list[float] = field(default_factory=list)
+    measured_s: list[float] = field(default_factory=list)
+
+
+def build_model(model: ModelSpec, config: TrainingConfig, device: str):
+    """The model on `device`, random weights, quantized and LoRA-wrapped as `config` says."""
+    import bitsandbytes as bnb
+    import peft
+    import torch
+    import transformers
+
+    hf_config = model.hf_config(use_cache=False, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    with torch.device("meta"):
+        net = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16,
+                                                            attn_implementation=config.attn_implementation)
+    if config.quantization != "none":
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+        quant = transformers.BitsAndBytesConfig(
+            load_in_4bit=config.quantization == "nf4", load_in_8bit=config.quantization == "int8",
+            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        replace_with_bnb_linear(net, modules_to_not_convert=["lm_head"], quantization_config=quant)
+    net.to_empty(device=device)
+    with torch.no_grad():
+        net.init_weights()  # random weights, and the real rotary buffers
+    for module in net.modules():  # quantize layer by layer from the random bf16 weight
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = bnb.nn.Params4bit(module.weight.data, requires_grad=False, quant_type="nf4",
+                                       compress_statistics=True, quant_storage=torch.uint8, module=module)
+            module.weight = weight._quantize(device)
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            weight = bnb.nn.Int8Params(module.weight.data.to(torch.float16), requires_grad=False,
+                                       has_fp16_weights=False)
+            module.weight = weight._quantize(device)
+    if config.is_lora:
+        lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                               target_modules="all-linear", task_type="CAUSAL_LM")
+        net = peft.get_peft_model(net, lora)
+    if config.gradient_checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.is_lora:
+            net.enable_input_require_grads()
+    net.train()
+    return net
+
+
+def make_optimizer(name: str, params, device: str):
+    import torch
+
+    if name == "adamw_torch":
+        return torch.optim.AdamW(params, lr=1e-5, foreach=True)
+    import bitsandbytes as bnb
+
+    if name == "paged_adamw_8bit" and device.startswith("cuda"):
+        return bnb.optim.PagedAdamW8bit(params, lr=1e-5)
+    return bnb.optim.AdamW8bit(params, lr=1e-5)  # paged memory needs CUDA: on the CPU the unpaged twin
+
+
+def deepspeed_engine(net, config: TrainingConfig, gpus: int):
+    """A real DeepSpeed engine with the config ds_config.json would hold (batch values filled in)."""
+    import deepspeed
+
+    from ..exports import ExportContext, deepspeed_config
+
+    ctx = ExportContext(model_ref="", model_name="", template=None, config=config.to_dict(), peak_memory_gib=0.0,
+                        tokens_per_s=0.0, probe="cuda", estimated=False, gpu_mem="", usable_budget_gib=0.0, gpus=gpus)
+    ds = deepspeed_config(ctx)
+    ds.update(train_micro_batch_size_per_gpu=config.per_device_train_batch_size,
+              gradient_accumulation_steps=config.gradient_accumulation_steps,
+              train_batch_size=config.per_device_train_batch_size * config.gradient_accumulation_steps * gpus,
+              gradient_clipping=1.0, bf16={"enabled": True}, fp16={"enabled": False})
+    ds.setdefault("optimizer", {"type": "AdamW", "params": {"lr": 1e-5}})
+    ds["optimizer"]["params"] = {"lr": 1e-5}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=net, model_parameters=trainable, config=ds)
+    return engine
+
+
+def run_steps(net, config: TrainingConfig, device: str, vocab_size: int, warmup: int, measured: int,
+              gpus: int = 1, on_built=None) -> StepTimes:
+    """Warm-up then measured optimizer steps; returns each step's wall time (synchronized on CUDA)."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
+    ids = torch.randint(0, vocab_size, (batch, seq), device=device)
+    times = StepTimes()
+    if config.zero_stage > 0:
+        engine = deepspeed_engine(net, config, gpus)
+        if on_built:
+            on_built()
+
+        def step():
+            for _ in range(ga):
+                loss = engine(input_ids=ids, labels=ids).loss
+                engine.backward(loss)
+                engine.step()
+    else:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(mixed_precision="bf16", cpu=not cuda, gradient_accumulation_steps=ga)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        optimizer = make_optimizer(config.optimizer, trainable, device)
+        net, optimizer = accelerator.prepare(net, optimizer)
+        if on_built:
+            on_built()
+
+        def step():
+            for _ in range(ga):
+                with accelerator.accumulate(net):
+                    loss = net(input_ids=ids, labels=ids).loss
+                    accelerator.backward(loss)
+                    del loss
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+
+    for phase, count in ((times.warmup_s, warmup), (times.measured_s, measured)):
+        for _ in range(count):
+            sync()
+            started = time.perf_counter()
+            step()
+            sync()
+            phase.append(time.perf_counter() - started)
+    return times
+
+
+def is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error from torch, bitsandbytes or DeepSpeed."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return "out of memory" in text or "cuda_error_out_of_memory" in text or "outofmemory" in text
+
+
+def summary(times: StepTimes, config: TrainingConfig, gpus: int) -> dict[str, Any]:
+    import statistics
+
+    step_s = statistics.median(times.measured_s)
+    tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps * gpus
+    return {"step_time_s": step_s, "tokens_per_s": tokens / step_s, "measured_steps_s": times.measured_s,
+            "warmup_steps_s": times.warmup_s}

@@ -1,0 +1,134 @@
+"""Real probes: short real training runs in child processes (on the CPU here; the cuda path skips without a GPU)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autofit.gpus import get_gpu
+from autofit.models import resolve_model
+from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, TraceProbe
+from autofit.space import SearchSpace
+from autofit.units import GIB
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+MODEL_DIR = TESTS / "data" / "glm-20m"
+MODEL = resolve_model(str(MODEL_DIR))
+CTX = ProbeContext(usable_budget_bytes=int(0.95 * GIB), gpu=get_gpu("h100"))
+
+
+def small(**changes):
+    base = dict(gradient_accumulation_steps=1, seq_len=128, per_device_train_batch_size=2, lora_rank=8)
+    return SearchSpace.load().default_config().replace(**{**base, **changes})
+
+
+def cli(*args, **env):
+    full_env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                **env}
+    return subprocess.run([sys.executable, "-m", "autofit", *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_the_test_model_has_about_20m_parameters():
+    assert 15e6 < MODEL.params < 25e6
+
+
+@pytest.mark.parametrize("changes", [dict(quantization="nf4", optimizer="adamw_8bit", gradient_accumulation_steps=2),
+                                     dict(lora_rank=0, quantization="none")])
+def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
+    config = small(**changes)
+    result = CpuProbe(timeout_s=300).run(MODEL, config, CTX)
+    assert result.state == "ok", result.error
+    assert not result.estimated and result.probe == "cpu"
+    assert result.tokens_per_s > 0 and result.details["measured_steps_s"]
+    assert 0 < result.peak_allocated_gib <= CTX.usable_budget_bytes / GIB
+    predicted = TraceProbe().run(MODEL, config, CTX).peak_memory_gib
+    # the same ops on the same device: the trace's bytes match the real run's within a few percent
+    assert predicted == pytest.approx(result.peak_allocated_gib, rel=0.05)
+
+
+def test_cpu_probe_runs_out_of_memory_by_the_budget():
+    result = CpuProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512,
+                                                      gradient_checkpointing=False), CTX)
+    assert result.state == "oom"
+    assert "out of memory" in result.error
+    assert result.peak_allocated_gib <= CTX.usable_budget_bytes / GIB * 1.01
+
+
+def test_screen_skips_what_the_trace_predicts_far_over_budget():
+    result = ScreenedProbe(CpuProbe(timeout_s=300), 0.10).run(MODEL, small(per_device_train_batch_size=64,
+                                                                           seq_len=4096), CTX)
+    assert result.state == "oom-predicted" and result.predicted_peak_gib > 1.1 * 0.95
+    assert result.duration_s < 30  # nothing was run
+
+
+def test_cpu_search_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 12,
+               "--space", TESTS / "data" / "cpu-space.yaml", "--no-screen", "--out", out, "--seed", 3)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    probed = [r for r in rows if r["state"] in ("ok", "oom", "failed", "timeout")]
+    assert len(probed) == 12 and all(r["probe"] == "cpu" for r in probed)
+    ok = [r for r in probed if r["state"] == "ok"]
+    oom = [r for r in probed if r["state"] == "oom"]
+    assert ok and oom, [r["state"] for r in rows]
+    for r in ok:
+        assert float(r["tokens_per_s"]) > 0
+        assert float(r["peak_memory_gib"]) <= 0.95
+        assert r["predicted_peak_gib"] and r["peak_allocated_gib"] and r["peak_reserved_gib"]
+        assert abs(float(r["prediction_error_pct"])) < 5
+    assert "measured" in (out / "best-config.yaml").read_text() or "estimated: false" in (out / "best-config.yaml").read_text()
+
+
+def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
+    marker = tmp_path / "pids"
+    proc = cli("search", "--probe", "probes_for_tests:HangingProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
+               "--trials", 2, "--out", tmp_path / "out", AUTOFIT_TEST_TIMEOUT="2", AUTOFIT_TEST_MARKER=str(marker))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["timeout", "timeout"]
+    assert "timeout" in rows[0]["error"]
+    for pid in marker.read_text().split():
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)  # the hung child is gone
+
+
+def test_crashing_child_is_recorded_failed(tmp_path):
+    proc = cli("search", "--probe", "probes_for_tests:CrashingChildProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
+               "--trials", 2, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["failed", "failed"]
+    assert "NCCL error" in rows[0]["error"] and "exit status 134" in rows[0]["error"]
+
+
+def test_validate_gpu_runs_with_the_cpu_probe(tmp_path):
+    out = tmp_path / "cpu.md"
+    proc = subprocess.run([sys.executable, "bench/validate_gpu.py", "--probe", "cpu", "--model", str(MODEL_DIR),
+                           "--limit", "2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    table = [line for line in out.read_text().splitlines() if line.startswith("| glm-20m")]
+    assert len(table) == 2 and all("| ok |" in line for line in table)
+    assert "2/2 rows" in out.read_text()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_probe_measures_on_the_gpu():
+    gpu_ctx = ProbeContext(usable_budget_bytes=int(8 * GIB), gpu=get_gpu("h100"))
+    result = CudaProbe(timeout_s=300).run(resolve_model("glm-tiny"), small(), gpu_ctx)
+    assert result.state == "ok", result.error
+    assert result.peak_allocated_gib > 0 and result.peak_reserved_gib >= result.peak_allocated_gib
+    assert result.details["runtime_reserve_bytes"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_probe_emulates_a_smaller_card():
+    tiny_budget = ProbeContext(usable_budget_bytes=int(0.05 * GIB), gpu=get_gpu("h100"))
+    result = CudaProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512), tiny_budget)
+    assert result.state == "oom"
