@@ -65,6 +65,37 @@ class CandidateSet:
         memory orders (equal on knobs without an order): if `index` runs out of memory, so do they."""
         return np.all(self._ranks >= self._ranks[index], axis=1) & np.all(self._exact == self._exact[index], axis=1)
 
+    def at_most_as_large_as(self, index: int) -> np.ndarray:
+        """Mask of candidates that need at most as much memory as candidate `index` by the memory orders
+        (equal on knobs without an order): if `index` fits, so do they."""
+        return np.all(self._ranks <= self._ranks[index], axis=1) & np.all(self._exact == self._exact[index], axis=1)
+
+    def one_step_larger(self, index: int) -> list[int]:
+        """The candidates just above `index`: equal on every knob but one, and on that one the next larger
+        memory rank among the candidates (or an equal rank with another value, e.g. accumulation 4 -> 8).
+        Everything at least as large as `index` is at least as large as one of these, or `index` itself."""
+        same_group = np.all(self._exact == self._exact[index], axis=1)
+        equal = self._ranks == self._ranks[index]
+        found: set[int] = set()
+        for k in range(self._ranks.shape[1]):
+            others = np.delete(equal, k, axis=1).all(axis=1) & same_group
+            column = self._ranks[:, k]
+            here = self._ranks[index, k]
+            above = others & (column > here)
+            if above.any():
+                found.update(int(i) for i in np.flatnonzero(above & (column == column[above].min())))
+        found.update(int(i) for i in np.flatnonzero(equal.all(axis=1) & same_group))
+        found.discard(index)
+        return sorted(found)
+
+    def dominated_by_any(self, index: int, sources: list[int]) -> bool:
+        """Whether candidate `index` is at least as large as any of `sources` (by the memory orders)."""
+        if not sources:
+            return False
+        ranks = self._ranks[sources]
+        return bool(np.any(np.all(ranks <= self._ranks[index], axis=1)
+                           & np.all(self._exact[sources] == self._exact[index], axis=1)))
+
     def minimal(self) -> list[int]:
         """Candidates no other candidate is smaller than (the cheapest configurations of the space).
         Visiting by increasing rank sum, a candidate is minimal unless a minimal one found earlier is below it."""

@@ -1,19 +1,34 @@
-"""autofit's Optuna sampler: TPE that knows what an out-of-memory result means.
+"""autofit's Optuna sampler: a search that knows how memory behaves, so it needs few probes.
 
-Optuna's NSGA-II (the multi-objective default) learns only from completed trials, so a configuration
-that ran out of memory teaches it nothing and the same region is proposed again. This sampler
-  * never proposes a configuration the study already holds (in any state, running included),
-  * never proposes a configuration that needs at least as much memory as one that already ran out,
-    by the knobs' memory orders (data/knobs.yaml): larger batch, longer sequence, higher rank, less
-    quantization, no checkpointing, ... (other knobs equal),
-  * proposes jointly with multivariate TPE, which ranks pruned (OOM) and infeasible trials below feasible
-    ones, falling back to a uniform draw among the remaining candidates during start-up or when TPE
-    keeps proposing excluded ones.
-It lives inside Optuna, so storage, resume, plots and the dashboard work as for any sampler.
+Generic samplers (Optuna's NSGA-II, TPE) treat the knobs as a black box. autofit knows more, and this
+sampler uses it:
+
+* **Memory is monotone** in most knobs (data/knobs.yaml: larger batch, longer sequence, higher rank, less
+  quantization, no checkpointing, no offload, ... need at least as much memory, other knobs equal). Once a
+  configuration runs out of memory, every configuration at least as large is out of memory too: it is never
+  probed, and the first step beyond the failed one along each knob is recorded as an `oom-inferred` trial
+  (PRUNED, no probe; see `before_claim`). Once one fits, everything below it fits, and every probed peak
+  bounds the memory of the configurations above it (from below) and below it (from above).
+* **A model of the whole space.** Two Gaussian processes over all candidates, one for log peak memory (on the
+  knobs' memory ranks, so e.g. accumulation 4 and 8 look alike, as they are) and one for log tokens/s, are
+  updated after every probe. Memory predictions are clipped to the monotone bounds.
+* **Each probe goes where it can grow the Pareto front most.** The next configuration maximises the expected
+  gain in hypervolume of the front (tokens/s against peak memory, reference point: 0 tokens/s at the usable
+  budget) plus the expected gain in the best feasible tokens/s, both relative to what was found so far. The
+  expectation runs over the two models' predictive distributions, and a configuration predicted not to fit
+  counts for nothing, so probes concentrate on the feasibility boundary of promising settings: along batch
+  and sequence length this behaves like a bisection per setting of the other knobs, guided by the model.
+* It never proposes a configuration the study holds (evaluated, invalid, oom-predicted, inferred, running
+  or queued); configurations of lost or interrupted trials may be proposed again.
+
+Everything it knows is rebuilt from the study's trials (incrementally), so it works with any storage, resume,
+several workers on one study, --set pins, --global-batch and any space file. It lives inside Optuna, so plots
+and the dashboard see an ordinary study.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,51 +38,332 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from .candidates import CandidateSet
-from .probes._base import EVALUATED, INVALID, OOM, OOM_PREDICTED
+from .knobs import knob_specs
+from .probes._base import EVALUATED, INVALID, OK, OOM, OOM_PREDICTED
 
 # user attribute holding autofit's outcome of a trial (ok, oom, invalid, failed, ...)
 STATE_ATTR = "autofit_state"
 CONFIG_KEY_ATTR = "config_key"
-OOM_STATES = (OOM, OOM_PREDICTED, "oom-inferred")
-_HELD = (*EVALUATED, INVALID, OOM_PREDICTED)  # outcomes that keep a configuration from being proposed again
+OOM_INFERRED = "oom-inferred"
+INFERRED_FROM_ATTR = "inferred_from"
+OOM_STATES = (OOM, OOM_PREDICTED, OOM_INFERRED)
+_HELD = (*EVALUATED, INVALID, OOM_PREDICTED, OOM_INFERRED)  # outcomes that keep a configuration from being proposed again
+
+# probabilists' Gauss-Hermite nodes and weights: expectations over a normal predictive distribution
+_GH_NODES = np.array([-2.856970013872806, -1.355626179974266, 0.0, 1.355626179974266, 2.856970013872806])
+_GH_WEIGHTS = np.array([0.011257411327721, 0.222075922005613, 0.533333333333333, 0.222075922005613,
+                        0.011257411327721])
+
+
+class _GP:
+    """Gaussian-process regression over a fixed, finite set of inputs (the candidates), updated one
+    observation at a time in O(n N). Squared-exponential kernel on features scaled to [0, 1]; the targets
+    are standardised at each refit (when the number of observations has doubled since the last one)."""
+
+    def __init__(self, features: np.ndarray, lengthscale: float = 1.0, noise: float = 1e-3, max_points: int = 600):
+        self.x = features
+        self.sq = (features**2).sum(axis=1)
+        self.lengthscale, self.noise, self.max_points = lengthscale, noise, max_points
+        self.index: list[int] = []
+        self.y: list[float] = []
+        self._reset(0.0, 1.0)
+
+    def _reset(self, mean: float, scale: float) -> None:
+        n = len(self.x)
+        self.mean, self.scale = mean, scale
+        self.rows: list[np.ndarray] = []  # rows of V = L^-1 K(X_train, X_all)
+        self.z: list[float] = []  # L^-1 (y - mean) / scale
+        self.mu = np.zeros(n)  # standardised posterior mean
+        self.var = np.ones(n)  # standardised posterior variance
+        self.used = 0  # observations in the factorisation
+
+    def kernel_row(self, j: int) -> np.ndarray:
+        d2 = np.maximum(self.sq + self.sq[j] - 2.0 * (self.x @ self.x[j]), 0.0)
+        return np.exp(-0.5 * d2 / self.lengthscale**2)
+
+    def _absorb(self, j: int, y: float) -> None:
+        v = np.array(self.rows) if self.rows else np.zeros((0, len(self.x)))
+        l = v[:, j]
+        d = math.sqrt(max(1.0 + self.noise - float(l @ l), self.noise))
+        row = (self.kernel_row(j) - l @ v) / d
+        zj = ((y - self.mean) / self.scale - float(l @ np.array(self.z))) / d if self.z else (y - self.mean) / self.scale / d
+        self.rows.append(row)
+        self.z.append(zj)
+        self.mu += row * zj
+        self.var = np.maximum(self.var - row**2, 1e-9)
+        self.used += 1
+
+    def add(self, j: int, y: float) -> None:
+        if len(self.index) >= self.max_points:
+            return  # enough: the model stays as it is (monotone bounds and the front still update)
+        self.index.append(j)
+        self.y.append(y)
+        n = len(self.index)
+        if n >= 4 and (n >= 2 * max(self.used_at_refit, 2)):
+            self.refit()
+        else:
+            self._absorb(j, y)
+
+    used_at_refit = 0
+
+    def refit(self) -> None:
+        y = np.array(self.y)
+        self._reset(float(y.mean()), float(max(y.std(), 0.05)))
+        for j, value in zip(self.index, self.y):
+            self._absorb(j, value)
+        self.used_at_refit = len(self.index)
+
+    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation at every input, in the targets' units."""
+        return self.mean + self.scale * self.mu, self.scale * np.sqrt(self.var)
+
+
+def _features(candidates: CandidateSet, for_memory: bool) -> np.ndarray:
+    """One row per candidate, each searched knob scaled to [0, 1]: integer knobs by log2 value (for memory:
+    by memory rank, so values of equal rank coincide), ordered choices by memory rank (for memory) or one-hot
+    (for throughput), unordered knobs one-hot (scaled so two categories are 1 apart)."""
+    specs = knob_specs()
+    columns: list[np.ndarray] = []
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        lo, hi = float(np.min(x)), float(np.max(x))
+        return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+    for name in candidates.searched:
+        spec = specs[name]
+        values = [getattr(c, name) for c in candidates.configs]
+        ordered = spec.memory_order not in (None, "none")
+        if spec.type == "int":
+            if name == "lora_rank":  # 0 = full fine-tuning: its own axis
+                full = np.array([v == 0 for v in values], dtype=float)
+                if full.any():
+                    columns.append(full)
+                ranks = np.array([math.log2(v) if v > 0 else 0.0 for v in values])
+                lora = full == 0
+                if lora.any():
+                    ranks[~lora] = ranks[lora].max()
+                    columns.append(scaled(ranks))
+                continue
+            if for_memory and ordered:
+                columns.append(scaled(np.log2(np.maximum([spec.memory_rank(v) for v in values], 1.0))))
+            else:
+                columns.append(scaled(np.log2(np.maximum(np.array(values, dtype=float), 1.0))))
+        elif ordered and (for_memory or spec.type == "bool"):
+            columns.append(scaled(np.array([spec.memory_rank(v) for v in values], dtype=float)))
+        else:
+            for level in dict.fromkeys(values):
+                columns.append(np.array([v == level for v in values], dtype=float) / math.sqrt(2.0))
+    if not columns:
+        return np.zeros((len(candidates), 1))
+    return np.stack(columns, axis=1)
+
+
+def _hv_2d(points: list[tuple[float, float]], budget: float) -> float:
+    """Hypervolume of (tokens/s, peak GiB) points against the reference point (0 tokens/s, budget GiB)."""
+    best, volume, front = 0.0, 0.0, _front(points, budget)
+    for k, (mem, tps) in enumerate(front):
+        right = front[k + 1][0] if k + 1 < len(front) else budget
+        volume += tps * (right - mem)
+        best = tps
+    return volume if best else 0.0
+
+
+def _front(points, budget: float) -> list[tuple[float, float]]:
+    """The non-dominated (memory, tokens/s) pairs within the budget, by ascending memory (and tokens/s)."""
+    front: list[tuple[float, float]] = []
+    for tps, mem in sorted(points, key=lambda p: (p[1], -p[0])):
+        if mem <= budget and tps > (front[-1][1] if front else 0.0):
+            front.append((mem, tps))
+    return front
+
+
+class _Knowledge:
+    """What the study's trials say about every candidate, kept up to date incrementally."""
+
+    def __init__(self, candidates: CandidateSet, rng: np.random.RandomState):
+        self.c = candidates
+        n = len(candidates)
+        self.seen: dict[int, str] = {}  # trial number -> the outcome already absorbed
+        self.held = np.zeros(n, dtype=bool)  # finished trials that keep a candidate from being proposed
+        self.oom = np.zeros(n, dtype=bool)  # out of memory: probed, predicted or implied by dominance
+        self.fits = np.zeros(n, dtype=bool)  # fits: probed ok or below an ok one
+        self.mem_lo = np.zeros(n)  # GiB: peak of an ok configuration below it
+        self.mem_hi = np.full(n, np.inf)  # GiB: peak of a probed configuration above it
+        self.ok: dict[int, tuple[float, float]] = {}  # candidate -> (tokens/s, peak GiB) of ok trials
+        self.oom_sources: list[tuple[int, int]] = []  # (trial number, candidate) of oom / oom-predicted trials
+        self.budget: float | None = None
+        self.mem_gp = _GP(_features(candidates, for_memory=True))
+        self.tps_gp = _GP(_features(candidates, for_memory=False))
+        self.rng = rng
+
+    def index_of(self, trial: FrozenTrial) -> int | None:
+        key = trial.user_attrs.get(CONFIG_KEY_ATTR)
+        if key:
+            return self.c._keys.get(key)
+        return self.c.index_of_params(trial.params) if trial.params else None
+
+    def sync(self, study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+        """Absorb the trials finished since the last call; returns all trials."""
+        trials = study.get_trials(deepcopy=False) if trials is None else trials
+        if self.budget is None:
+            budget = study.user_attrs.get("usable_budget_gib")
+            self.budget = float(budget) if budget is not None else None
+        for trial in trials:
+            state = trial.user_attrs.get(STATE_ATTR)
+            if state not in _HELD or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                continue
+            if self.seen.get(trial.number) == state:
+                continue
+            self.seen[trial.number] = state
+            index = self.index_of(trial)
+            if index is None:
+                continue
+            self._absorb(trial, index, state)
+        return trials
+
+    def _absorb(self, trial: FrozenTrial, index: int, state: str) -> None:
+        self.held[index] = True
+        peak = trial.user_attrs.get("peak_memory_gib")
+        if self.budget is None and peak is not None and "memory" in trial.constraints:
+            self.budget = float(peak) - float(trial.constraints["memory"])
+        if state in OOM_STATES:
+            above = self.c.at_least_as_large_as(index)
+            self.oom |= above
+            if state != OOM_INFERRED:
+                self.oom_sources.append((trial.number, index))
+        if peak is not None and peak > 0 and state in (OK, *OOM_STATES):
+            below = self.c.at_most_as_large_as(index)
+            self.mem_hi[below] = np.minimum(self.mem_hi[below], peak)
+            self.mem_gp.add(index, math.log(peak))
+        if state == OK:
+            tps = trial.user_attrs.get("tokens_per_s")
+            above = self.c.at_least_as_large_as(index)
+            self.fits |= self.c.at_most_as_large_as(index)
+            if peak is not None:
+                self.mem_lo[above] = np.maximum(self.mem_lo[above], peak)
+            if tps is not None and tps > 0 and peak is not None:
+                self.ok[index] = (float(tps), float(peak))
+                self.tps_gp.add(index, math.log(tps))
+
+    # -- choosing the next configuration ------------------------------------------------------------
+    def budget_gib(self) -> float:
+        if self.budget is not None:
+            return self.budget
+        peaks = [mem for _, mem in self.ok.values()]
+        return max(peaks) * 1.1 if peaks else 1.0
+
+    def scores(self, allowed: np.ndarray) -> np.ndarray:
+        """Expected relative gain of probing each allowed candidate: in front hypervolume plus in the best
+        feasible tokens/s."""
+        budget = self.budget_gib()
+        idx = np.flatnonzero(allowed)
+        mu_m, sd_m = self.mem_gp.predict()
+        mu_t, sd_t = self.tps_gp.predict()
+        if not self.tps_gp.index:  # nothing fitted yet: throughput unknown everywhere, alike
+            mu_t, sd_t = np.zeros(len(self.c)), np.ones(len(self.c))
+        lo = np.log(np.maximum(self.mem_lo[idx], 1e-6))
+        hi = np.log(np.minimum(self.mem_hi[idx], 1e6))
+        mem = np.exp(np.clip(mu_m[idx, None] + sd_m[idx, None] * _GH_NODES, lo[:, None], hi[:, None]))
+        tps = np.exp(mu_t[idx, None] + sd_t[idx, None] * _GH_NODES)  # (k, 5)
+        front = _front(list(self.ok.values()), budget)
+        hv = _hv_2d(list(self.ok.values()), budget)
+        best = front[-1][1] if front else 0.0
+        # segments of the front's staircase: [start, end) with the tokens/s already dominated there
+        starts = np.array([0.0] + [m for m, _ in front])
+        ends = np.array([m for m, _ in front] + [budget])
+        level = np.array([0.0] + [t for _, t in front])
+        m = mem[:, None, :, None]  # (k, 1, 5, 1): memory samples
+        t = tps[:, :, None, None]  # (k, 5, 1, 1): throughput samples
+        width = np.clip(np.minimum(ends, budget) - np.maximum(starts, m), 0.0, None)
+        gain = (np.clip(t - level, 0.0, None) * width).sum(axis=-1)  # (k, 5, 5) hypervolume gain
+        feasible = (mem <= budget)[:, None, :]
+        weights = _GH_WEIGHTS[:, None] * _GH_WEIGHTS[None, :]
+        ehvi = (gain * weights).sum(axis=(1, 2))
+        ei = ((np.clip(tps[:, :, None] - best, 0.0, None) * feasible) * weights).sum(axis=(1, 2))
+        if hv > 0:
+            score = ehvi / hv + ei / best
+        else:  # nothing fits yet: the chance of fitting, weighted by what a fit would be worth
+            score = ehvi
+        out = np.full(len(self.c), -np.inf)
+        out[idx] = score
+        return out
 
 
 class AutofitSampler(BaseSampler):
-    def __init__(self, candidates: CandidateSet, seed: int | None = None, n_startup_trials: int = 8,
-                 max_tpe_tries: int = 16):
+    def __init__(self, candidates: CandidateSet, seed: int | None = None, n_startup_trials: int = 4,
+                 record_inferred: bool = True):
         self._candidates = candidates
+        self._seed = seed
         self._rng = np.random.RandomState(seed)
-        self._max_tpe_tries = max_tpe_tries
-        # constant_liar: trials in flight on other workers count as bad guesses, so workers spread out
-        self._tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=n_startup_trials,
-                                               constant_liar=True)
+        self._n_startup = n_startup_trials
+        self._record_inferred = record_inferred
+        self._knowledge: dict[int, _Knowledge] = {}  # per study (by storage study id)
 
     def reseed_rng(self) -> None:
         self._rng.seed()
-        self._tpe.reseed_rng()
+
+    def _state(self, study: optuna.Study) -> _Knowledge:
+        key = (id(study._storage), study._study_id)
+        knowledge = self._knowledge.get(key)
+        if knowledge is None:
+            knowledge = self._knowledge[key] = _Knowledge(self._candidates, self._rng)
+        return knowledge
 
     def excluded(self, study: optuna.Study, current: int | None = None) -> np.ndarray:
-        """Mask of candidates not to propose: held by the study (evaluated, invalid, running or queued), or
-        implied out of memory. Configurations of lost or interrupted trials may be proposed again."""
-        excluded = np.zeros(len(self._candidates), dtype=bool)
-        for trial in study.get_trials(deepcopy=False):
-            if trial.number == current:
-                continue
-            if trial.state not in (TrialState.RUNNING, TrialState.WAITING) and \
-                    trial.user_attrs.get(STATE_ATTR) not in _HELD:
-                continue
-            key = trial.user_attrs.get(CONFIG_KEY_ATTR)
-            index = self._candidates._keys.get(key) if key else self._candidates.index_of_params(trial.params)
-            if index is None:
-                continue
-            excluded[index] = True
-            if trial.user_attrs.get(STATE_ATTR) in OOM_STATES:
-                excluded |= self._candidates.at_least_as_large_as(index)
+        """Mask of candidates not to propose: held by the study (evaluated, invalid, inferred, running or
+        queued), or implied out of memory. Configurations of lost or interrupted trials may be proposed again."""
+        knowledge = self._state(study)
+        trials = knowledge.sync(study)
+        excluded = knowledge.held | knowledge.oom
+        for trial in trials:
+            if trial.state in (TrialState.RUNNING, TrialState.WAITING) and trial.number != current:
+                index = knowledge.index_of(trial)
+                if index is not None:
+                    excluded[index] = True
         return excluded
 
     def remaining(self, study: optuna.Study) -> int:
         """How many candidates could still be proposed."""
         return int((~self.excluded(study)).sum())
+
+    def before_claim(self, study: optuna.Study) -> None:
+        """Under the study lock, before each claim: record as `oom-inferred` (PRUNED, not a probe) each
+        configuration one step larger, along one knob's memory order, than a configuration that ran out of
+        memory, unless the study already holds it or an earlier out-of-memory result implied it. Everything
+        further out follows from these by the same order and is excluded without a record."""
+        knowledge = self._state(study)
+        trials = knowledge.sync(study)
+        if not self._record_inferred:
+            return
+        done = {t.user_attrs.get(INFERRED_FROM_ATTR) for t in trials if t.user_attrs.get(STATE_ATTR) == OOM_INFERRED}
+        recorded = getattr(knowledge, "recorded_sources", set())
+        knowledge.recorded_sources = recorded | {n for n in done if n is not None}
+        pending = [(number, index) for number, index in knowledge.oom_sources if number not in knowledge.recorded_sources]
+        if not pending:
+            return
+        held = knowledge.held.copy()
+        for trial in trials:
+            if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                index = knowledge.index_of(trial)
+                if index is not None:
+                    held[index] = True
+        sources = [index for _, index in knowledge.oom_sources]
+        distributions = {k: CategoricalDistribution(v) for k, v in self._candidates.choices.items()}
+        for number, index in pending:
+            knowledge.recorded_sources.add(number)
+            others = [s for s in sources if s != index]
+            for step in self._candidates.one_step_larger(index):
+                if held[step] or self._candidates.dominated_by_any(step, others):
+                    continue  # probed, or implied by another out-of-memory result: nothing to add
+                config = self._candidates.configs[step]
+                study.add_trial(optuna.trial.create_trial(
+                    state=TrialState.PRUNED, params=self._candidates.params(step), distributions=distributions,
+                    user_attrs={STATE_ATTR: OOM_INFERRED, "config": config.to_dict(), CONFIG_KEY_ATTR: config.key(),
+                                INFERRED_FROM_ATTR: number,
+                                "error": f"not probed: needs at least as much memory as trial {number}, "
+                                         "which ran out of memory"}))
+                held[step] = True
+        knowledge.sync(study)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {k: CategoricalDistribution(v) for k, v in self._candidates.choices.items()}
@@ -77,25 +373,17 @@ class AutofitSampler(BaseSampler):
         if not search_space:
             return {}
         excluded = self.excluded(study, current=trial.number)
-        remaining = np.flatnonzero(~excluded)
-        if remaining.size == 0:
+        allowed = ~excluded
+        if not allowed.any():
             return {}  # exhausted: the search loop stops before asking; sample_independent covers races
-        for _ in range(self._max_tpe_tries):
-            params = self._tpe.sample_relative(study, trial, search_space)
-            if not params:
-                break  # TPE is still in its random start-up
-            index = self._candidates.index_of_params(params)
-            if index is not None and not excluded[index]:
-                return params
-        return self._candidates.params(int(self._rng.choice(remaining)))
+        knowledge = self._state(study)
+        if len(knowledge.seen) < self._n_startup or not knowledge.mem_gp.index:
+            return self._candidates.params(int(self._rng.choice(np.flatnonzero(allowed))))
+        scores = knowledge.scores(allowed)
+        top = np.flatnonzero(scores >= scores.max() - 1e-12 * max(1.0, abs(scores.max())))
+        return self._candidates.params(int(self._rng.choice(top)))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         choices = param_distribution.choices
         return choices[self._rng.randint(len(choices))]
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._tpe.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values) -> None:
-        self._tpe.after_trial(study, trial, state, values)

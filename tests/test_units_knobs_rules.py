@@ -32,7 +32,7 @@ def test_knob_names_are_defined_once():
     assert KNOBS == tuple(knob_specs())
     assert KNOBS == ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank",
                      "quantization", "gradient_checkpointing", "zero_stage", "offload", "optimizer",
-                     "attn_implementation")
+                     "attn_implementation", "allocator")
 
 
 @pytest.mark.parametrize("text,expected", [("seq_len=5789", ("seq_len", 5789)), ("quantization=nf4", ("quantization", "nf4")),
