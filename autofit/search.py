@@ -58,6 +58,10 @@ class SearchPlan:
             # the CUDA allocator setting changes neither a trace's tensor bytes nor a CPU run: search it only
             # with the cuda probe
             self.space = self.space.pinned({"allocator": self.space.defaults["allocator"]})
+        if self.probe.name == "cpu":
+            # on the CPU host and device memory are one: ZeRO partitioning and offload cannot be measured there
+            self.space = self.space.pinned({k: v for k, v in (("zero_stage", 0), ("offload", "none"))
+                                            if k not in self.pins})
         self.candidates = build_candidates(self.space, self.model.facts, gpus=self.gpus,
                                            global_batch=self.global_batch,
                                            ga_pinned="gradient_accumulation_steps" in self.pins)

@@ -46,10 +46,12 @@ CONFIGS = [
 SMALL_MODEL_ONLY = ("full ZeRO-2 offload", "full b2 s1024 ckpt adamw")  # too large for 9B on one 80 GB card
 
 
-def rows_for(model_name: str, big: bool, seq_scale: float):
+def rows_for(model_name: str, big: bool, seq_scale: float, cuda: bool):
     space = SearchSpace.load().default_config()
     for label, knobs in CONFIGS:
         if big and label.startswith(SMALL_MODEL_ONLY):
+            continue
+        if not cuda and "ZeRO" in label:  # host and device memory are one on the CPU: nothing to measure
             continue
         config = space.replace(**{**BASE, **knobs})
         config = config.replace(seq_len=max(16, int(config.seq_len * seq_scale)))
@@ -95,7 +97,7 @@ def main() -> int:
     for name in models:
         model = resolve_model(name)
         big = model.params > 5e9
-        for i, (label, config) in enumerate(rows_for(name, big, seq_scale)):
+        for i, (label, config) in enumerate(rows_for(name, big, seq_scale, cuda)):
             if args.limit is not None and i >= args.limit:
                 break
             predicted = tracer.run(model, config, context)
@@ -117,6 +119,9 @@ def main() -> int:
            f"in {time.perf_counter() - started:.0f} s. Budget {budget.usable_gib:.2f} GiB; predicted tokens/s "
            f"are roofline estimates for {gpu.name}. Versions: {versions}.", "",
            f"Predicted peak within 5% of measured max_memory_allocated: {within} rows.", "",
+           *([] if cuda else ["On the CPU, measured memory is live tensor bytes and measured tokens/s is CPU throughput "
+                              "(seq lengths scaled by 1/16), not comparable with the GPU roofline prediction; "
+                              "ZeRO/offload rows are left out (host and device memory are one).", ""]),
            "| model | configuration | state | predicted peak GiB | measured allocated GiB | measured reserved GiB "
            "| error % | predicted tokens/s | measured tokens/s |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|", *lines, ""]

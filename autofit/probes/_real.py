@@ -119,6 +119,13 @@ class CpuProbe(ChildProcessProbe):
     name = "cpu"
     device = "cpu"
 
+    def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
+        if config.zero_stage > 0:
+            return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+                               error="the cpu probe cannot measure DeepSpeed ZeRO or offload: on the CPU host and "
+                                     "device memory are the same; use --probe cuda or trace")
+        return super().run(model, config, context)
+
 
 class CudaProbe(ChildProcessProbe):
     """Real training steps on the GPU; peak memory from torch.cuda.max_memory_allocated/reserved, the

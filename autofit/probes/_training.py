@@ -82,7 +82,16 @@ def make_optimizer(name: str, params, device: str):
 
 def deepspeed_engine(net, config: TrainingConfig, gpus: int):
     """A real DeepSpeed engine with the config ds_config.json would hold (batch values filled in)."""
+    import os
+    import socket
+
     import deepspeed
+
+    if "RANK" not in os.environ:  # one process without a launcher: a world of one
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
     from ..exports import ExportContext, deepspeed_config
 
