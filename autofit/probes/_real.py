@@ -119,6 +119,11 @@ class CpuProbe(ChildProcessProbe):
     name = "cpu"
     device = "cpu"
 
+    def __init__(self, timeout_s: float | None = None, warmup_steps: int = 1, measured_steps: int = 1,
+                 threads: int | None = None):
+        # CPU steps of even a small model take seconds: one warm-up and one measured step
+        super().__init__(timeout_s, warmup_steps, measured_steps, threads)
+
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         if config.zero_stage > 0:
             return ProbeResult(state=FAILED, probe=self.name, estimated=False,
