@@ -25,6 +25,7 @@ from .storage import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, make_storage, reap_
 from .units import GIB
 
 DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
+CPU_PROBE_MAX_PARAMS = 2e9  # beyond this a real CPU training step takes minutes to hours
 
 
 @dataclass
@@ -58,6 +59,10 @@ class SearchPlan:
             # the CUDA allocator setting changes neither a trace's tensor bytes nor a CPU run: search it only
             # with the cuda probe
             self.space = self.space.pinned({"allocator": self.space.defaults["allocator"]})
+        if self.probe.name == "cpu" and self.model.params > CPU_PROBE_MAX_PARAMS:
+            raise AutofitError(f"--probe cpu runs real training steps on the CPU and is meant for small models; "
+                               f"{self.model.name} has {self.model.params / 1e9:.1f}B parameters: use --probe trace "
+                               f"(or cuda on a GPU)")
         if self.probe.name == "cpu":
             # on the CPU host and device memory are one: ZeRO partitioning and offload cannot be measured there
             self.space = self.space.pinned({k: v for k, v in (("zero_stage", 0), ("offload", "none"))

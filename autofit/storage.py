@@ -66,6 +66,18 @@ def _engine(url: str):
 
 
 @contextlib.contextmanager
+def _connection(url: str):
+    """A connection for a lock, or one AutofitError line when the server or its driver is missing."""
+    try:
+        conn = _engine(url).connect()
+    except Exception as exc:  # sqlalchemy / driver errors vary by backend
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AutofitError(f"cannot open storage {url}: {message}") from None
+    with conn:
+        yield conn
+
+
+@contextlib.contextmanager
 def study_lock(url: str, study_name: str):
     """Hold the study-wide claim lock for `url` / `study_name`."""
     key = int.from_bytes(hashlib.sha1(f"autofit:{study_name}".encode()).digest()[:8], "big", signed=True)
@@ -81,7 +93,7 @@ def study_lock(url: str, study_name: str):
     elif url.startswith("postgresql"):
         import sqlalchemy
 
-        with _engine(url).connect() as conn:
+        with _connection(url) as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
                 yield
@@ -90,7 +102,7 @@ def study_lock(url: str, study_name: str):
     elif url.startswith("mysql"):
         import sqlalchemy
 
-        with _engine(url).connect() as conn:
+        with _connection(url) as conn:
             conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 600)"), {"k": f"autofit{key}"})
             try:
                 yield

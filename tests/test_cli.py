@@ -145,6 +145,9 @@ def _bad(proc, fragment, out=None):
      "quantization_needs_lora"),
     (["--model", "glm-tiny", "--gpu-mem", "2GB", "--space", "/nonexistent/space.yaml"], "not found"),
     (["--model", "glm-tiny", "--gpu-mem", "2GB", "--gpu", "tpu-v9"], "unknown --gpu"),
+    (["--model", "glm4-9b", "--gpu-mem", "24GB", "--probe", "cpu"], "small models"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--probe", "tpu"], "unknown --probe"),
+    (["--model", "glm-tiny", "--gpu-mem", "2GB", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
 ])
 def test_search_bad_input(tmp_path, cli, args, fragment):
     out = tmp_path / "out"
