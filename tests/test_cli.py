@@ -33,7 +33,7 @@ def test_search_writes_every_file(tiny_search):
 
 def test_trials_csv_columns_and_variety(tiny_search):
     out, _ = tiny_search
-    rows = list(csv.DictReader((out / "trials.csv").open()))
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != "oom-inferred"]
     assert len(rows) == 14
     for column in ("number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "duration_s"):
         assert column in rows[0]
@@ -75,7 +75,7 @@ def test_rerun_resumes_and_report_export(tiny_search, cli):
     out, _ = tiny_search
     proc = cli("search", *TINY_ARGS, "--trials", "18", "--out", out, "--seed", "1")
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader((out / "trials.csv").open()))
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != "oom-inferred"]
     assert len(rows) == 18
     assert len({tuple(r[k] for k in KNOBS) for r in rows}) == 18
     (out / "report.html").unlink()
