@@ -26,6 +26,11 @@ class CandidateSet:
         self._index = {self.params_key(self.params(i)): i for i in range(len(self.configs))}
         ordered = [k for k in KNOBS if specs[k].memory_order not in (None, "none")]
         unordered = [k for k in KNOBS if k not in ordered]
+        self._ordered = ordered
+        values = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
+                  for k in ordered}
+        self._values = np.array([[values[k][getattr(c, k)] for k in ordered] for c in self.configs],
+                                dtype=int).reshape(len(self.configs), len(ordered))
         self._ranks = np.array([[specs[k].memory_rank(getattr(c, k)) for k in ordered] for c in self.configs],
                                dtype=float).reshape(len(self.configs), len(ordered))
         codes = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
@@ -70,21 +75,24 @@ class CandidateSet:
         (equal on knobs without an order): if `index` fits, so do they."""
         return np.all(self._ranks <= self._ranks[index], axis=1) & np.all(self._exact == self._exact[index], axis=1)
 
-    def one_step_larger(self, index: int) -> list[int]:
-        """The candidates just above `index`: equal on every knob but one, and on that one the next larger
-        memory rank among the candidates (or an equal rank with another value, e.g. accumulation 4 -> 8).
-        Everything at least as large as `index` is at least as large as one of these, or `index` itself."""
+    def one_step_larger(self, index: int, knobs=None) -> list[int]:
+        """The candidates just above `index` along one ordered knob: the same values on every other knob, and
+        on that one the next larger memory rank among such candidates. `knobs` limits the knobs stepped along.
+        With all knobs (None) this also lists the candidates of exactly equal memory ranks (e.g. accumulation
+        4 -> 8), and everything at least as large as `index` is at least as large as one of them."""
         same_group = np.all(self._exact == self._exact[index], axis=1)
-        equal = self._ranks == self._ranks[index]
+        same_value = self._values == self._values[index]
         found: set[int] = set()
-        for k in range(self._ranks.shape[1]):
-            others = np.delete(equal, k, axis=1).all(axis=1) & same_group
+        for k, name in enumerate(self._ordered):
+            if knobs is not None and name not in knobs:
+                continue
+            others = np.delete(same_value, k, axis=1).all(axis=1) & same_group
             column = self._ranks[:, k]
-            here = self._ranks[index, k]
-            above = others & (column > here)
+            above = others & (column > self._ranks[index, k])
             if above.any():
                 found.update(int(i) for i in np.flatnonzero(above & (column == column[above].min())))
-        found.update(int(i) for i in np.flatnonzero(equal.all(axis=1) & same_group))
+        if knobs is None:
+            found.update(int(i) for i in np.flatnonzero(np.all(self._ranks == self._ranks[index], axis=1) & same_group))
         found.discard(index)
         return sorted(found)
 

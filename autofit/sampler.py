@@ -5,13 +5,16 @@ sampler uses it:
 
 * **Memory is monotone** in most knobs (data/knobs.yaml: larger batch, longer sequence, higher rank, less
   quantization, no checkpointing, no offload, ... need at least as much memory, other knobs equal). Once a
-  configuration runs out of memory, every configuration at least as large is out of memory too: it is never
-  probed, and the first step beyond the failed one along each knob is recorded as an `oom-inferred` trial
-  (PRUNED, no probe; see `before_claim`). Once one fits, everything below it fits, and every probed peak
-  bounds the memory of the configurations above it (from below) and below it (from above).
+  configuration runs out of memory, every configuration at least as large is out of memory too: none of them
+  is ever probed, and the next step beyond the failed one (along batch size, else sequence length, else
+  another knob) is recorded as an `oom-inferred` trial (PRUNED, not a probe; see `before_claim`). Once one
+  fits, everything below it fits, and every measured peak bounds the memory of the configurations above it
+  (from below) and below it (from above).
 * **A model of the whole space.** Two Gaussian processes over all candidates, one for log peak memory (on the
   knobs' memory ranks, so e.g. accumulation 4 and 8 look alike, as they are) and one for log tokens/s, are
-  updated after every probe. Memory predictions are clipped to the monotone bounds.
+  updated after every probe, with a lengthscale per knob fitted to what was measured. Memory predictions are
+  clipped to the monotone bounds; an out-of-memory result without a measured peak counts as 15% above the
+  budget.
 * **Each probe goes where it can grow the Pareto front most.** The next configuration maximises the expected
   gain in hypervolume of the front (tokens/s against peak memory, reference point: 0 tokens/s at the usable
   budget) plus the expected gain in the best feasible tokens/s, both relative to what was found so far. The
@@ -22,8 +25,10 @@ sampler uses it:
   or queued); configurations of lost or interrupted trials may be proposed again.
 
 Everything it knows is rebuilt from the study's trials (incrementally), so it works with any storage, resume,
-several workers on one study, --set pins, --global-batch and any space file. It lives inside Optuna, so plots
-and the dashboard see an ordinary study.
+several workers on one study, --set pins, --global-batch and any space file. Configurations in flight on
+other workers are excluded (not fantasised). It lives inside Optuna, so plots and the dashboard see an
+ordinary study. Cost per proposal: O(n N) for n probes and N candidates, plus a lengthscale fit (O(n^3))
+whenever n doubles; the models stop growing after a few hundred probes.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ CONFIG_KEY_ATTR = "config_key"
 OOM_INFERRED = "oom-inferred"
 INFERRED_FROM_ATTR = "inferred_from"
 OOM_STATES = (OOM, OOM_PREDICTED, OOM_INFERRED)
+# the knobs along which an out-of-memory result's next step is recorded as oom-inferred, in order of preference
+# (the axes the search bisects per setting of the other knobs); then the other searched knobs
+RECORD_ALONG = ("per_device_train_batch_size", "seq_len")
 _HELD = (*EVALUATED, INVALID, OOM_PREDICTED, OOM_INFERRED)  # outcomes that keep a configuration from being proposed again
 
 # probabilists' Gauss-Hermite nodes and weights: expectations over a normal predictive distribution
@@ -57,61 +65,98 @@ _GH_WEIGHTS = np.array([0.011257411327721, 0.222075922005613, 0.533333333333333,
 
 class _GP:
     """Gaussian-process regression over a fixed, finite set of inputs (the candidates), updated one
-    observation at a time in O(n N). Squared-exponential kernel on features scaled to [0, 1]; the targets
-    are standardised at each refit (when the number of observations has doubled since the last one)."""
+    observation at a time in O(n N). Squared-exponential kernel with a lengthscale per feature (ARD) on
+    features scaled to [0, 1]. At each refit (after every observation while there are few, then when their
+    number has doubled) the targets are standardised and, from 12 observations on, the lengthscales are fitted
+    by maximising the marginal likelihood (Adam on log lengthscales, a log-normal prior around 1), so a knob
+    that hardly moves the target (a ZeRO stage for throughput) stops making its configurations look unknown.
+    Past `max_points` observations the model stays as it is."""
 
-    def __init__(self, features: np.ndarray, lengthscale: float = 1.0, noise: float = 1e-3, max_points: int = 600):
+    def __init__(self, features: np.ndarray, noise: float = 1e-3, max_points: int | None = None):
         self.x = features
-        self.sq = (features**2).sum(axis=1)
-        self.lengthscale, self.noise, self.max_points = lengthscale, noise, max_points
+        self.lengthscales = np.ones(features.shape[1])
+        self.noise = noise
+        self.max_points = max_points or int(min(600, max(100, 3e7 / max(1, len(features)))))
         self.index: list[int] = []
         self.y: list[float] = []
+        self.refitted_at = 0
         self._reset(0.0, 1.0)
 
     def _reset(self, mean: float, scale: float) -> None:
         n = len(self.x)
         self.mean, self.scale = mean, scale
-        self.rows: list[np.ndarray] = []  # rows of V = L^-1 K(X_train, X_all)
-        self.z: list[float] = []  # L^-1 (y - mean) / scale
+        self.xs = self.x / self.lengthscales
+        self.sq = (self.xs**2).sum(axis=1)
+        self.v = np.empty((min(self.max_points, 16), n))  # rows of V = L^-1 K(X_train, X_all)
+        self.z = np.empty(min(self.max_points, 16))  # L^-1 (y - mean) / scale
+        self.used = 0  # observations in the factorisation
         self.mu = np.zeros(n)  # standardised posterior mean
         self.var = np.ones(n)  # standardised posterior variance
-        self.used = 0  # observations in the factorisation
 
-    def kernel_row(self, j: int) -> np.ndarray:
-        d2 = np.maximum(self.sq + self.sq[j] - 2.0 * (self.x @ self.x[j]), 0.0)
-        return np.exp(-0.5 * d2 / self.lengthscale**2)
+    def _kernel_row(self, j: int) -> np.ndarray:
+        d2 = np.maximum(self.sq + self.sq[j] - 2.0 * (self.xs @ self.xs[j]), 0.0)
+        return np.exp(-0.5 * d2)
 
     def _absorb(self, j: int, y: float) -> None:
-        v = np.array(self.rows) if self.rows else np.zeros((0, len(self.x)))
-        l = v[:, j]
-        d = math.sqrt(max(1.0 + self.noise - float(l @ l), self.noise))
-        row = (self.kernel_row(j) - l @ v) / d
-        zj = ((y - self.mean) / self.scale - float(l @ np.array(self.z))) / d if self.z else (y - self.mean) / self.scale / d
-        self.rows.append(row)
-        self.z.append(zj)
+        k = self.used
+        if k == len(self.v):  # grow the factor's storage by doubling
+            grow = min(self.max_points, 2 * k)
+            self.v = np.concatenate([self.v, np.empty((grow - k, self.v.shape[1]))])
+            self.z = np.concatenate([self.z, np.empty(grow - k)])
+        v = self.v[:k]
+        col = v[:, j]
+        d = math.sqrt(max(1.0 + self.noise - float(col @ col), self.noise))
+        row = (self._kernel_row(j) - col @ v) / d
+        zj = ((y - self.mean) / self.scale - float(col @ self.z[:k])) / d
+        self.v[k], self.z[k] = row, zj
+        self.used = k + 1
         self.mu += row * zj
         self.var = np.maximum(self.var - row**2, 1e-9)
-        self.used += 1
 
     def add(self, j: int, y: float) -> None:
         if len(self.index) >= self.max_points:
-            return  # enough: the model stays as it is (monotone bounds and the front still update)
+            return
         self.index.append(j)
         self.y.append(y)
         n = len(self.index)
-        if n >= 4 and (n >= 2 * max(self.used_at_refit, 2)):
+        if n <= 8 or n >= 2 * self.refitted_at:
             self.refit()
         else:
             self._absorb(j, y)
 
-    used_at_refit = 0
-
     def refit(self) -> None:
         y = np.array(self.y)
-        self._reset(float(y.mean()), float(max(y.std(), 0.05)))
+        mean, scale = float(y.mean()), float(max(y.std(), 0.05))
+        if len(y) >= 12:
+            self._fit_lengthscales((y - mean) / scale)
+        self._reset(mean, scale)
         for j, value in zip(self.index, self.y):
             self._absorb(j, value)
-        self.used_at_refit = len(self.index)
+        self.refitted_at = len(self.index)
+
+    def _fit_lengthscales(self, y: np.ndarray, steps: int = 40, rate: float = 0.1) -> None:
+        x = self.x[self.index]
+        n = len(x)
+        diff = (x[:, None, :] - x[None, :, :]) ** 2  # (n, n, features)
+        theta = np.log(self.lengthscales)
+        first, second = np.zeros_like(theta), np.zeros_like(theta)
+        for step in range(1, steps + 1):
+            inv_sq = np.exp(-2.0 * theta)
+            k = np.exp(-0.5 * diff @ inv_sq)
+            try:
+                chol = np.linalg.cholesky(k + self.noise * np.eye(n))
+            except np.linalg.LinAlgError:
+                return
+            chol_inv = np.linalg.inv(chol)
+            k_inv = chol_inv.T @ chol_inv
+            alpha = k_inv @ y
+            weights = (np.outer(alpha, alpha) - k_inv) * k
+            grad = 0.5 * np.einsum("ij,ijd->d", weights, diff) * inv_sq - theta  # + log-normal prior N(0, 1)
+            first = 0.9 * first + 0.1 * grad
+            second = 0.999 * second + 0.001 * grad**2
+            theta = np.clip(theta + rate * (first / (1 - 0.9**step)) / (np.sqrt(second / (1 - 0.999**step)) + 1e-8),
+                            math.log(0.05), math.log(20.0))
+        self.lengthscales = np.exp(theta)
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation at every input, in the targets' units."""
@@ -180,7 +225,7 @@ def _front(points, budget: float) -> list[tuple[float, float]]:
 class _Knowledge:
     """What the study's trials say about every candidate, kept up to date incrementally."""
 
-    def __init__(self, candidates: CandidateSet, rng: np.random.RandomState):
+    def __init__(self, candidates: CandidateSet):
         self.c = candidates
         n = len(candidates)
         self.seen: dict[int, str] = {}  # trial number -> the outcome already absorbed
@@ -192,9 +237,9 @@ class _Knowledge:
         self.ok: dict[int, tuple[float, float]] = {}  # candidate -> (tokens/s, peak GiB) of ok trials
         self.oom_sources: list[tuple[int, int]] = []  # (trial number, candidate) of oom / oom-predicted trials
         self.budget: float | None = None
+        self.recorded: set[int] = set()  # out-of-memory trials whose oom-inferred record has been considered
         self.mem_gp = _GP(_features(candidates, for_memory=True))
         self.tps_gp = _GP(_features(candidates, for_memory=False))
-        self.rng = rng
 
     def index_of(self, trial: FrozenTrial) -> int | None:
         key = trial.user_attrs.get(CONFIG_KEY_ATTR)
@@ -235,6 +280,8 @@ class _Knowledge:
             below = self.c.at_most_as_large_as(index)
             self.mem_hi[below] = np.minimum(self.mem_hi[below], peak)
             self.mem_gp.add(index, math.log(peak))
+        elif state in (OOM, OOM_PREDICTED) and self.budget:  # ran out, peak not measured: above the budget
+            self.mem_gp.add(index, math.log(1.15 * self.budget))
         if state == OK:
             tps = trial.user_attrs.get("tokens_per_s")
             above = self.c.at_least_as_large_as(index)
@@ -262,24 +309,25 @@ class _Knowledge:
         if not self.tps_gp.index:  # nothing fitted yet: throughput unknown everywhere, alike
             mu_t, sd_t = np.zeros(len(self.c)), np.ones(len(self.c))
         lo = np.log(np.maximum(self.mem_lo[idx], 1e-6))
-        hi = np.log(np.minimum(self.mem_hi[idx], 1e6))
+        hi = np.log(np.minimum(np.where(self.fits[idx], budget, 1e6), self.mem_hi[idx]))
         mem = np.exp(np.clip(mu_m[idx, None] + sd_m[idx, None] * _GH_NODES, lo[:, None], hi[:, None]))
         tps = np.exp(mu_t[idx, None] + sd_t[idx, None] * _GH_NODES)  # (k, 5)
         front = _front(list(self.ok.values()), budget)
         hv = _hv_2d(list(self.ok.values()), budget)
         best = front[-1][1] if front else 0.0
-        # segments of the front's staircase: [start, end) with the tokens/s already dominated there
-        starts = np.array([0.0] + [m for m, _ in front])
-        ends = np.array([m for m, _ in front] + [budget])
-        level = np.array([0.0] + [t for _, t in front])
-        m = mem[:, None, :, None]  # (k, 1, 5, 1): memory samples
-        t = tps[:, :, None, None]  # (k, 5, 1, 1): throughput samples
-        width = np.clip(np.minimum(ends, budget) - np.maximum(starts, m), 0.0, None)
-        gain = (np.clip(t - level, 0.0, None) * width).sum(axis=-1)  # (k, 5, 5) hypervolume gain
-        feasible = (mem <= budget)[:, None, :]
+        # the front's staircase, segment by segment: [start, end) GiB with the tokens/s already dominated there
+        starts = [0.0] + [m for m, _ in front]
+        ends = [m for m, _ in front] + [budget]
+        levels = [0.0] + [t for _, t in front]
+        t = tps[:, :, None]  # (k, 5, 1): throughput samples
+        m = mem[:, None, :]  # (k, 1, 5): memory samples
+        gain = np.zeros((len(idx), len(_GH_NODES), len(_GH_NODES)))  # hypervolume gain per sample pair
+        for start, end, level in zip(starts, ends, levels):
+            gain += np.clip(t - level, 0.0, None) * np.clip(end - np.maximum(start, m), 0.0, None)
         weights = _GH_WEIGHTS[:, None] * _GH_WEIGHTS[None, :]
         ehvi = (gain * weights).sum(axis=(1, 2))
-        ei = ((np.clip(tps[:, :, None] - best, 0.0, None) * feasible) * weights).sum(axis=(1, 2))
+        feasible = m <= budget
+        ei = ((np.clip(t - best, 0.0, None) * feasible) * weights).sum(axis=(1, 2))
         if hv > 0:
             score = ehvi / hv + ei / best
         else:  # nothing fits yet: the chance of fitting, weighted by what a fit would be worth
@@ -306,7 +354,7 @@ class AutofitSampler(BaseSampler):
         key = (id(study._storage), study._study_id)
         knowledge = self._knowledge.get(key)
         if knowledge is None:
-            knowledge = self._knowledge[key] = _Knowledge(self._candidates, self._rng)
+            knowledge = self._knowledge[key] = _Knowledge(self._candidates)
         return knowledge
 
     def excluded(self, study: optuna.Study, current: int | None = None) -> np.ndarray:
@@ -327,18 +375,20 @@ class AutofitSampler(BaseSampler):
         return int((~self.excluded(study)).sum())
 
     def before_claim(self, study: optuna.Study) -> None:
-        """Under the study lock, before each claim: record as `oom-inferred` (PRUNED, not a probe) each
-        configuration one step larger, along one knob's memory order, than a configuration that ran out of
-        memory, unless the study already holds it or an earlier out-of-memory result implied it. Everything
-        further out follows from these by the same order and is excluded without a record."""
+        """Under the study lock, before each claim: for each configuration that ran out of memory (probed or
+        predicted), record the next larger configuration along batch size (else sequence length, else the
+        first ordered knob with a next step) as `oom-inferred`: a PRUNED trial that is not a probe and does
+        not count toward --trials. Not recorded when the study already holds it or another out-of-memory
+        result implies it. Everything else the result implies is excluded without a record, so the study
+        grows by at most one record per out-of-memory result, whatever the size of the space."""
         knowledge = self._state(study)
         trials = knowledge.sync(study)
         if not self._record_inferred:
             return
-        done = {t.user_attrs.get(INFERRED_FROM_ATTR) for t in trials if t.user_attrs.get(STATE_ATTR) == OOM_INFERRED}
-        recorded = getattr(knowledge, "recorded_sources", set())
-        knowledge.recorded_sources = recorded | {n for n in done if n is not None}
-        pending = [(number, index) for number, index in knowledge.oom_sources if number not in knowledge.recorded_sources]
+        if not knowledge.recorded:  # first call in this process: results already explained by a record
+            knowledge.recorded = {t.user_attrs.get(INFERRED_FROM_ATTR) for t in trials
+                                  if t.user_attrs.get(STATE_ATTR) == OOM_INFERRED} - {None}
+        pending = [(number, index) for number, index in knowledge.oom_sources if number not in knowledge.recorded]
         if not pending:
             return
         held = knowledge.held.copy()
@@ -348,21 +398,26 @@ class AutofitSampler(BaseSampler):
                 if index is not None:
                     held[index] = True
         sources = [index for _, index in knowledge.oom_sources]
+        order = [k for k in RECORD_ALONG if k in self._candidates.searched] + \
+                [k for k in self._candidates.searched if k not in RECORD_ALONG]
         distributions = {k: CategoricalDistribution(v) for k, v in self._candidates.choices.items()}
         for number, index in pending:
-            knowledge.recorded_sources.add(number)
+            knowledge.recorded.add(number)
             others = [s for s in sources if s != index]
-            for step in self._candidates.one_step_larger(index):
-                if held[step] or self._candidates.dominated_by_any(step, others):
-                    continue  # probed, or implied by another out-of-memory result: nothing to add
-                config = self._candidates.configs[step]
-                study.add_trial(optuna.trial.create_trial(
-                    state=TrialState.PRUNED, params=self._candidates.params(step), distributions=distributions,
-                    user_attrs={STATE_ATTR: OOM_INFERRED, "config": config.to_dict(), CONFIG_KEY_ATTR: config.key(),
-                                INFERRED_FROM_ATTR: number,
-                                "error": f"not probed: needs at least as much memory as trial {number}, "
-                                         "which ran out of memory"}))
-                held[step] = True
+            for knob in order:
+                steps = self._candidates.one_step_larger(index, [knob])
+                if not steps:
+                    continue
+                step = steps[0]
+                if not held[step] and not self._candidates.dominated_by_any(step, others):
+                    config = self._candidates.configs[step]
+                    study.add_trial(optuna.trial.create_trial(
+                        state=TrialState.PRUNED, params=self._candidates.params(step), distributions=distributions,
+                        user_attrs={STATE_ATTR: OOM_INFERRED, "config": config.to_dict(),
+                                    CONFIG_KEY_ATTR: config.key(), INFERRED_FROM_ATTR: number,
+                                    "error": f"not probed: {knob} above trial {number}, which ran out of memory"}))
+                    held[step] = True
+                break
         knowledge.sync(study)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
