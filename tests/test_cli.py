@@ -156,7 +156,7 @@ def test_search_bad_input(tmp_path, cli, args, fragment):
 
 def test_search_budget_error_says_what_is_needed(tmp_path, cli):
     out = tmp_path / "out"
-    proc = cli("search", "--model", "glm4-9b", "--gpu-mem", "6GB", "--out", out)
+    proc = cli("search", "--model", "glm4-9b", "--gpu-mem", "1.5GB", "--out", out)
     _bad(proc, "needs", out)
     assert "GiB" in proc.stderr and "quantization=nf4" in proc.stderr
 
