@@ -468,7 +468,8 @@ def run_all(names: list[str], methods: list[str], seeds: list[int], fractions: t
     results: dict[str, Any] = {}
     for name in names:
         summary = summaries[name]
-        results[name] = {"summary": summary, "methods": {}}
+        results[name] = {"summary": summary, "methods": {},
+                         "run_seconds": sum(r["seconds"] for r in runs if r["oracle"] == name)}
         for method in methods:
             mine = [r for r in runs if r["oracle"] == name and r["method"] == method]
             if method == "grid":
@@ -497,10 +498,11 @@ def write_docs(results: dict[str, Any], oracles_meta: dict[str, Any], wall_s: fl
     _plot(results, DOCS / "search-efficiency.png")
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "results.json").write_text(json.dumps(results, indent=1))
+    total = sum(r["run_seconds"] for r in results.values())
     lines = [BEGIN, "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}; the whole run (every curve to 100%, oracles cached) took "
-             f"{wall_s / 60:.0f} min.", "",
+             f"{platform.python_version()}, optuna {_version('optuna')}: {total / 60:.0f} min of runs in all (every "
+             f"curve to 100%; two at a time, about {total / 120:.0f} min of wall time; oracles cached).", "",
              "| oracle | model | --gpu-mem (usable GiB) | card | valid configs | distinct traces | feasible | "
              "front points | fastest tokens/s (est.) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -539,6 +541,12 @@ def write_docs(results: dict[str, Any], oracles_meta: dict[str, Any], wall_s: fl
     page.write_text(head + "\n".join(lines) + tail)
 
 
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
 def _plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -547,15 +555,17 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 
     names = list(results)
     fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8), squeeze=False)
-    styles = {"autofit": ("tab:red", "-", 2.5), "random": ("tab:blue", "--", 1.5), "grid": ("tab:gray", ":", 1.5),
-              "nsga2": ("tab:green", "-.", 1.5), "tpe": ("tab:purple", "--", 1.5)}
+    # random is drawn wide and pale: NSGA-II (thin, on top) coincides with it until its first generation completes
+    styles = {"autofit": ("tab:red", "-", 2.5, 1.0), "random": ("tab:blue", "-", 5.0, 0.35),
+              "grid": ("tab:gray", ":", 1.5, 1.0), "nsga2": ("tab:green", "-.", 1.5, 1.0),
+              "tpe": ("tab:purple", "--", 1.5, 1.0)}
     for col, name in enumerate(names):
         for row, key in enumerate(("hv_ratio", "best_tps_ratio")):
             ax = axes[row][col]
             for method, m in results[name]["methods"].items():
-                color, dash, width = styles[method]
+                color, dash, width, alpha = styles[method]
                 ax.plot([100 * c["fraction"] for c in m["curve"]], [c[key] for c in m["curve"]], dash,
-                        color=color, linewidth=width, marker="o", markersize=3, label=method)
+                        color=color, linewidth=width, alpha=alpha, marker="o", markersize=3, label=method)
             ax.set_xscale("log")
             ax.set_xticks([1, 2, 5, 10, 20, 50, 100], ["1", "2", "5", "10", "20", "50", "100"])
             ax.set_xlabel("probes, % of the valid configurations (log scale)")
