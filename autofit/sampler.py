@@ -341,7 +341,6 @@ class AutofitSampler(BaseSampler):
     def __init__(self, candidates: CandidateSet, seed: int | None = None, n_startup_trials: int = 4,
                  record_inferred: bool = True):
         self._candidates = candidates
-        self._seed = seed
         self._rng = np.random.RandomState(seed)
         self._n_startup = n_startup_trials
         self._record_inferred = record_inferred

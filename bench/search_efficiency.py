@@ -6,9 +6,11 @@ Optuna's NSGA-II and TPE (their defaults), on exhaustive oracles built with the 
 
 An oracle is every valid configuration of a search space, traced once (the real TraceProbe, the real budget,
 a real target card) and cached under bench/.cache/search-efficiency/ (rebuilt when the probe's code, its
-constants, the space or the model change). A method's run is autofit's real search loop (`run_search` on an
-in-memory Optuna study) with that method's sampler and a probe that looks the configuration up in the
-oracle: each probe returns what the trace probe returned (ok or oom, peak memory, tokens/s).
+constants, the space or the model change). A run is a search with one method's sampler on an in-memory
+Optuna study, with a probe that looks the configuration up in the oracle: each probe returns what the trace
+probe returned (ok or oom, peak memory, tokens/s; --censor-oom: an oom without figures, as a GPU reports it).
+autofit runs in autofit's own loop (`run_search`: study lock, before_claim, remaining); the baselines in the
+same loop written out (`_baseline_search`).
 
 After k probes (trials in state ok / oom / failed: what --trials counts) a run is scored by
   * the hypervolume of the feasible front found (tokens/s against peak GiB, reference point (0 tokens/s,
@@ -18,12 +20,13 @@ After k probes (trials in state ok / oom / failed: what --trials counts) a run i
 Medians over 5 seeds. Hypervolumes are computed by an exact 2-D sweep and checked, at the end of every run,
 against Optuna's own `optuna.visualization.plot_hypervolume_history` (its public hypervolume).
 
-Fairness: every method runs through the same loop. A configuration a baseline proposes twice is probed
-twice (it counts as a probe, returning the known result), as it would be in a real search with that sampler;
-an invalid combination (the baselines sample the product of the knobs' values) is recorded `invalid` and is
-not a probe, exactly as autofit treats it. Out-of-memory trials are PRUNED with the memory constraint set
-(trial.set_constraint), as run_search records them for every sampler. autofit's `oom-inferred` records are
-not probes. Grid = the candidates in enumeration order (the same for every seed).
+Fairness: a configuration a baseline proposes twice is probed twice (it counts as a probe, returning the known
+result), as it would be in a real search with that sampler. An invalid combination (the baselines sample the
+product of the knobs' values; autofit never proposes one) is not a probe, as in run_search, and is told
+PRUNED rather than FAIL so that TPE learns to avoid it (see _baseline_search). Out-of-memory trials are
+PRUNED with the memory constraint set (trial.set_constraint), as run_search records them for every sampler.
+autofit's `oom-inferred` records are not probes. Grid = the candidates in enumeration order (one run: it
+ignores the seed). The full run reuses cached runs whose inputs did not change (--fresh: rerun all).
 """
 
 from __future__ import annotations
