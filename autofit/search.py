@@ -188,6 +188,16 @@ def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, Trainin
     return trial, config
 
 
+def _release_orphans(plan: SearchPlan, study: optuna.Study) -> None:
+    """After Ctrl-C inside a claim: a RUNNING trial without a worker was being claimed under the lock, which
+    nobody else holds now, so it is ours; mark it interrupted instead of leaving it RUNNING."""
+    with study_lock(plan.storage, plan.study_name):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if WORKER_ATTR not in trial.user_attrs:
+                study._storage.set_trial_user_attr(trial._trial_id, STATE_ATTR, INTERRUPTED)
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
 def run_search(plan: SearchPlan, study: optuna.Study,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_start: Callable[[int, TrainingConfig], None] | None = None,
@@ -200,8 +210,12 @@ def run_search(plan: SearchPlan, study: optuna.Study,
         if plan.timeout_s is not None and time.monotonic() - started >= plan.timeout_s:
             return "timeout"
         reap_lost_trials(study)
-        with study_lock(plan.storage, plan.study_name):
-            claim = _claim(plan, study)
+        try:
+            with study_lock(plan.storage, plan.study_name):
+                claim = _claim(plan, study)
+        except KeyboardInterrupt:
+            _release_orphans(plan, study)
+            raise
         if claim == "wait":
             time.sleep(poll_s)
             continue

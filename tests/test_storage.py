@@ -217,6 +217,7 @@ def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
             continue
         if len(evaluated(study)) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
             break
+    time.sleep(1.0)  # land in the probe's 2 s pause, not inside the trace's C++ code
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=60)
     assert code == 130, err
