@@ -36,6 +36,11 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _path_of(url: str, scheme: str) -> Path:
     return Path(url[len(scheme):])
 
@@ -54,8 +59,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     except (ImportError, ModuleNotFoundError) as exc:
         raise AutofitError(f"cannot open storage {url}: missing driver ({exc})") from None
     except Exception as exc:  # sqlalchemy / driver errors vary by backend
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutofitError(f"cannot open storage {url}: {message}") from None
+        raise AutofitError(f"cannot open storage {url}: {_one_line(exc)}") from None
 
 
 @lru_cache(maxsize=8)
@@ -71,8 +75,7 @@ def _connection(url: str):
     try:
         conn = _engine(url).connect()
     except Exception as exc:  # sqlalchemy / driver errors vary by backend
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutofitError(f"cannot open storage {url}: {message}") from None
+        raise AutofitError(f"cannot open storage {url}: {_one_line(exc)}") from None
     with conn:
         yield conn
 

@@ -35,6 +35,7 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
 from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
+from ._training import add_lora, make_optimizer, meta_model
 from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
 
 
@@ -77,31 +78,10 @@ def _quiet():
 
 def _build_model(model: ModelSpec, config: TrainingConfig, depth: int):
     """The model at `depth` layers on the meta device, quantized and LoRA-wrapped as `config` says."""
-    import peft
-    import torch
-    import transformers
-
-    overrides = {"num_hidden_layers": depth, "use_cache": False}
+    overrides = {"num_hidden_layers": depth}
     if model.config.get("layer_types"):
         overrides["layer_types"] = list(model.config["layer_types"])[:depth]
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids outside a shrunk vocab break init
-        overrides[key] = None
-    hf_config = model.hf_config(**overrides)
-    with torch.device("meta"):
-        net = transformers.AutoModelForCausalLM.from_config(
-            hf_config, dtype=torch.bfloat16, attn_implementation=config.attn_implementation)
-    if config.quantization != "none":
-        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
-
-        quant = transformers.BitsAndBytesConfig(
-            load_in_4bit=config.quantization == "nf4", load_in_8bit=config.quantization == "int8",
-            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-        replace_with_bnb_linear(net, modules_to_not_convert=["lm_head"], quantization_config=quant)
-    if config.is_lora:
-        lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
-                               target_modules="all-linear", task_type="CAUSAL_LM")
-        net = peft.get_peft_model(net, lora)
-    return net
+    return add_lora(meta_model(model, config, **overrides), config)
 
 
 def _materialize_quantized(net) -> None:
@@ -126,17 +106,13 @@ def _materialize_quantized(net) -> None:
 
 
 def _make_optimizer(name: str, params):
-    import torch
-
-    if name == "adamw_torch":
-        return torch.optim.AdamW(params, lr=1e-5, foreach=True)  # foreach: what torch picks on CUDA
-    import bitsandbytes as bnb
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-    # paged_adamw_8bit keeps the same 8-bit state in CUDA unified memory; traced as its non-paged twin.
-    # Its quantization maps are built with data-dependent ops at construction: build them for real.
+    if name == "adamw_torch":
+        return make_optimizer(name, params, "cpu")
+    # bitsandbytes builds its quantization maps with data-dependent ops at construction: build them for real
     with unset_fake_temporarily():
-        return bnb.optim.AdamW8bit(params, lr=1e-5)
+        return make_optimizer(name, params, "cpu")
 
 
 def _prime_bitsandbytes() -> None:

@@ -26,14 +26,16 @@ class StepTimes:
     measured_s: list[float] = field(default_factory=list)
 
 
-def build_model(model: ModelSpec, config: TrainingConfig, device: str):
-    """The model on `device`, random weights, quantized and LoRA-wrapped as `config` says."""
-    import bitsandbytes as bnb
-    import peft
+def meta_model(model: ModelSpec, config: TrainingConfig, **overrides: Any):
+    """The model on the meta device (no memory, no weights), its linear layers replaced by bitsandbytes ones
+    through transformers' own replace_with_bnb_linear when `config` quantizes (lm_head stays bf16). Shared by
+    the trace probe and the real probes, so both build exactly the same model."""
     import torch
     import transformers
 
-    hf_config = model.hf_config(use_cache=False, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    # ids outside a shrunk or synthetic vocab break init; no KV cache while training
+    hf_config = model.hf_config(**{"use_cache": False, "pad_token_id": None, "bos_token_id": None,
+                                   "eos_token_id": None, **overrides})
     with torch.device("meta"):
         net = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16,
                                                             attn_implementation=config.attn_implementation)
@@ -44,6 +46,26 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
             load_in_4bit=config.quantization == "nf4", load_in_8bit=config.quantization == "int8",
             bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
         replace_with_bnb_linear(net, modules_to_not_convert=["lm_head"], quantization_config=quant)
+    return net
+
+
+def add_lora(net, config: TrainingConfig):
+    """peft LoRA on all linear layers at the configuration's rank (alpha 2 x rank, adapters in fp32)."""
+    if not config.is_lora:
+        return net
+    import peft
+
+    lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                           target_modules="all-linear", task_type="CAUSAL_LM")
+    return peft.get_peft_model(net, lora)
+
+
+def build_model(model: ModelSpec, config: TrainingConfig, device: str):
+    """The model on `device`, random weights, quantized and LoRA-wrapped as `config` says."""
+    import bitsandbytes as bnb
+    import torch
+
+    net = meta_model(model, config)
     net.to_empty(device=device)
     with torch.no_grad():
         net.init_weights()  # random weights, and the real rotary buffers
@@ -56,10 +78,7 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
             weight = bnb.nn.Int8Params(module.weight.data.to(torch.float16), requires_grad=False,
                                        has_fp16_weights=False)
             module.weight = weight._quantize(device)
-    if config.is_lora:
-        lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
-                               target_modules="all-linear", task_type="CAUSAL_LM")
-        net = peft.get_peft_model(net, lora)
+    net = add_lora(net, config)
     if config.gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if config.is_lora:
@@ -69,6 +88,8 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
 
 
 def make_optimizer(name: str, params, device: str):
+    """The optimizer the knob names: torch AdamW with foreach (what torch picks on CUDA), bitsandbytes 8-bit
+    AdamW, or its paged variant (CUDA unified memory; on the CPU its unpaged twin, the same 8-bit state)."""
     import torch
 
     if name == "adamw_torch":
@@ -77,7 +98,7 @@ def make_optimizer(name: str, params, device: str):
 
     if name == "paged_adamw_8bit" and device.startswith("cuda"):
         return bnb.optim.PagedAdamW8bit(params, lr=1e-5)
-    return bnb.optim.AdamW8bit(params, lr=1e-5)  # paged memory needs CUDA: on the CPU the unpaged twin
+    return bnb.optim.AdamW8bit(params, lr=1e-5)
 
 
 def deepspeed_engine(net, config: TrainingConfig, gpus: int):
