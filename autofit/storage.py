@@ -86,7 +86,8 @@ def study_lock(url: str, study_name: str):
     key = int.from_bytes(hashlib.sha1(f"autofit:{study_name}".encode()).digest()[:8], "big", signed=True)
     if url.startswith(("sqlite:///", "journal:///")):
         scheme = "sqlite:///" if url.startswith("sqlite:///") else "journal:///"
-        lock_path = Path(f"{_path_of(url, scheme)}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")
+        target = _path_of(url, scheme)  # a hidden lock file beside the database or journal
+        lock_path = target.parent / f".{target.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"
         with open(lock_path, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
