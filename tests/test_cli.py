@@ -28,6 +28,11 @@ def test_search_writes_every_file(tiny_search):
     for name in ("best-config.yaml", "trials.csv", "pareto.csv", "llamafactory.yaml", "report.html", "study.db"):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("best-config.yaml", "trials.csv", "pareto.csv", "llamafactory.yaml", "report.html"):
+        # readable as a plain open() would leave it, not private like the temporary it was written as
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask, name
     assert "Recommended" in proc.stdout and "estimated" in proc.stdout and "Pareto front" in proc.stdout
 
 
