@@ -32,15 +32,11 @@ class Budget:
 
 def measure_cuda_reserve() -> int | None:
     """Device memory the CUDA runtime takes outside PyTorch's allocator once a context, cuBLAS and a
-    kernel have run, on GPU 0; None without a CUDA GPU."""
-    import torch
+    kernel have run, on GPU 0 (read in a child process); None without a CUDA GPU."""
+    from .gpus import cuda_device_info
 
-    if not torch.cuda.is_available():
-        return None
-    a = torch.ones(256, 256, device="cuda", dtype=torch.bfloat16)
-    (a @ a).sum().item()  # creates the cuBLAS handle and workspace
-    free, total = torch.cuda.mem_get_info()
-    return int(total - free - torch.cuda.memory_reserved())
+    info = cuda_device_info()
+    return None if info is None else int(info["reserve_bytes"])
 
 
 def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = False,

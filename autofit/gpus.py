@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -37,15 +40,41 @@ def get_gpu(key: str) -> GpuSpec:
     return specs[key.lower()]
 
 
-def detect_gpu() -> GpuSpec | None:
-    """The spec of the CUDA GPU present, if any and known."""
+# Run in a child process: a context, the cuBLAS handle and its workspace, as every probe's process pays them.
+_READ_DEVICE = """
+import json, torch
+a = torch.ones(256, 256, device="cuda", dtype=torch.bfloat16)
+(a @ a).sum().item()
+free, total = torch.cuda.mem_get_info()
+print(json.dumps({"name": torch.cuda.get_device_name(0), "total_bytes": total,
+                  "reserve_bytes": total - free - torch.cuda.memory_reserved()}))
+"""
+
+
+@cache
+def cuda_device_info() -> dict | None:
+    """Name, total memory and CUDA runtime reserve (device memory in use outside PyTorch's allocator once a
+    context, cuBLAS and a kernel have run) of CUDA GPU 0, or None without a CUDA GPU. Read in a short child
+    process so that this one never holds a CUDA context: a search's own context would otherwise come out of
+    every probe's memory on the card."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # asks the driver; creates no context
         return None
-    device_name = torch.cuda.get_device_name(0)
+    proc = subprocess.run([sys.executable, "-c", _READ_DEVICE], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AutofitError(f"a CUDA GPU is visible but could not be read: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def detect_gpu() -> GpuSpec | None:
+    """The spec of the CUDA GPU present, if any and known."""
+    info = cuda_device_info()
+    if info is None:
+        return None
     for spec in gpu_specs().values():
-        if any(m in device_name for m in spec.match):
+        if any(m in info["name"] for m in spec.match):
             return spec
     return None
 

@@ -11,10 +11,11 @@ import pandas as pd
 
 from .knobs import KNOBS
 from .sampler import STATE_ATTR
+from .units import GIB
 
 MEASURED_COLUMNS = ["predicted_peak_gib", "peak_allocated_gib", "peak_reserved_gib", "prediction_error_pct"]
 TRIAL_COLUMNS = ["number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "estimated",
-                 "duration_s", *MEASURED_COLUMNS, "error"]
+                 "duration_s", *MEASURED_COLUMNS, "runtime_reserve_gib", "error"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -25,11 +26,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if state is None:
             continue  # running, or asked but never told
         config = t.user_attrs.get("config", {})
+        # cuda probes: device memory outside PyTorch's allocator (context, workspaces), measured in the child
+        reserve = t.user_attrs.get("details", {}).get("runtime_reserve_bytes")
         rows.append({"number": t.number, "state": state, **{k: config.get(k) for k in KNOBS},
                      "peak_memory_gib": t.user_attrs.get("peak_memory_gib"),
                      "tokens_per_s": t.user_attrs.get("tokens_per_s"), "probe": t.user_attrs.get("probe"),
                      "estimated": t.user_attrs.get("estimated"), "duration_s": t.user_attrs.get("duration_s"),
-                     **{k: t.user_attrs.get(k) for k in MEASURED_COLUMNS}, "error": t.user_attrs.get("error")})
+                     **{k: t.user_attrs.get(k) for k in MEASURED_COLUMNS},
+                     "runtime_reserve_gib": None if reserve is None else reserve / GIB, "error": t.user_attrs.get("error")})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 

@@ -42,9 +42,9 @@ def test_the_test_model_has_about_20m_parameters():
                                      dict(lora_rank=0, quantization="none")])
 def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
     config = small(**changes)
-    result = CpuProbe(timeout_s=300).run(MODEL, config, CTX)
+    result = CpuProbe(timeout_s=300, threads=1).run(MODEL, config, CTX)
     assert result.state == "ok", result.error
-    assert not result.estimated and result.probe == "cpu"
+    assert not result.estimated and result.probe == "cpu" and result.details["threads"] == 1
     assert result.tokens_per_s > 0 and result.details["measured_steps_s"]
     assert 0 < result.peak_allocated_gib <= CTX.usable_budget_bytes / GIB
     predicted = TraceProbe().run(MODEL, config, CTX).peak_memory_gib
@@ -125,6 +125,16 @@ def test_cuda_probe_measures_on_the_gpu():
     assert result.state == "ok", result.error
     assert result.peak_allocated_gib > 0 and result.peak_reserved_gib >= result.peak_allocated_gib
     assert result.details["runtime_reserve_bytes"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_probe_runs_qlora_with_the_expandable_allocator():
+    gpu_ctx = ProbeContext(usable_budget_bytes=int(8 * GIB), gpu=get_gpu("h100"))
+    config = small(quantization="nf4", optimizer="paged_adamw_8bit", allocator="expandable")
+    result = CudaProbe(timeout_s=300).run(MODEL, config, gpu_ctx)
+    assert result.state == "ok", result.error
+    assert result.details["allocator_conf"] == "expandable_segments:True"
+    assert result.tokens_per_s > 0 and 0 < result.peak_allocated_gib < 8
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

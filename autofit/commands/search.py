@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -90,7 +91,8 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     spec = resolve_model(model)
     if screen_margin is not None and screen_margin < 0:
         raise AutofitError("--screen-margin must be zero or positive")
-    prober = get_probe(probe, timeout_s=probe_timeout, screen_margin=screen_margin)
+    prober = get_probe(probe, timeout_s=probe_timeout, screen_margin=screen_margin,
+                       cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
     pins = parse_pins(sets)
     search_space = load_space(space, pins)

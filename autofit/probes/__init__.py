@@ -13,10 +13,12 @@ __all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessPr
 PROBE_KINDS = ("auto", "trace", "cuda", "cpu")
 
 
-def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | None = 0.10) -> Probe:
+def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | None = 0.10,
+              cpu_threads: int | None = None) -> Probe:
     """The probe for --probe KIND. auto = cuda when a CUDA GPU is visible, else trace. Real probes (cuda,
     cpu) are screened by the trace probe unless `screen_margin` is None (--no-screen); either way each
-    probed trial keeps the trace's prediction."""
+    probed trial keeps the trace's prediction. `cpu_threads`: torch threads per CPU probe (default: every core;
+    with several workers each gets its share, as oversubscribed threads make CPU timings meaningless)."""
     from ..errors import AutofitError
 
     if kind == "auto":
@@ -42,6 +44,6 @@ def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | 
 
             if not torch.cuda.is_available():
                 raise AutofitError("--probe cuda: no CUDA GPU is visible; use --probe trace or --probe cpu")
-        real = (CudaProbe if kind == "cuda" else CpuProbe)(timeout_s=timeout_s)
+        real = CudaProbe(timeout_s=timeout_s) if kind == "cuda" else CpuProbe(timeout_s=timeout_s, threads=cpu_threads)
         return ScreenedProbe(real, screen_margin)
     raise AutofitError(f"unknown --probe {kind!r}; choose one of {', '.join(PROBE_KINDS)} or package.module:Class")

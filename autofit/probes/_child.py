@@ -15,17 +15,37 @@ import time
 from pathlib import Path
 
 
+def _device_memory_used() -> tuple[int, str]:
+    """Device memory this process holds as NVML sees it (context included), with where the figure came from.
+    Falls back to the whole device's use where NVML cannot attribute memory to processes (a container with its
+    own pid namespace) or is missing; the search's own process holds no CUDA context, so on a card given to
+    the search the two agree."""
+    import torch
+
+    try:
+        import pynvml
+
+        handle = torch.cuda._get_pynvml_handler()  # private, but it maps CUDA_VISIBLE_DEVICES to NVML's index
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(None))
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                return int(proc.usedGpuMemory), "nvml process"
+    except Exception:  # noqa: BLE001 - no pynvml, a driver without process accounting, another torch
+        pass
+    try:
+        return int(torch.cuda.device_memory_used()), "nvml device"
+    except Exception:  # noqa: BLE001
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free), "mem_get_info device"
+
+
 def _measure_cuda(result: dict) -> None:
     import torch
 
     result["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
     result["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
-    free, total = torch.cuda.mem_get_info()
-    try:
-        used = torch.cuda.device_memory_used()  # NVML: the whole device, context included
-    except Exception:
-        used = total - free
-    result["device_used_bytes"] = used
+    used, source = _device_memory_used()
+    result["device_used_bytes"], result["device_used_source"] = used, source
     # memory the CUDA runtime holds outside PyTorch's allocator (context, cuBLAS/NCCL workspaces)
     result["runtime_reserve_bytes"] = max(0, used - torch.cuda.memory_reserved())
 
@@ -45,10 +65,12 @@ def probe(request: dict) -> dict:
     result: dict = {"state": "ok", "device": device}
     tracker = None
     if cuda:
-        torch.cuda.set_device(0)
-        result["gpu_name"] = torch.cuda.get_device_name(0)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank under torchrun
+        result["gpu_name"] = torch.cuda.get_device_name()
+        result["allocator_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")  # the allocator knob, as applied
     else:
         torch.set_num_threads(max(1, int(request.get("threads", os.cpu_count() or 1))))
+        result["threads"] = torch.get_num_threads()
         # the budget on the CPU: live tensor bytes, counted as they are allocated (no allocator rounding)
         tracker = StepTracker(RooflineSpec(1.0, 1.0, 0.0), vocab_size=model.vocab_size, round_bytes=1,
                               limit_bytes=budget)
@@ -95,6 +117,8 @@ def main(argv: list[str]) -> int:
     request_path, result_path = Path(argv[0]), Path(argv[1])
     request = json.loads(request_path.read_text())
     result = probe(request)
+    if os.environ.get("RANK", "0") != "0":  # in a DeepSpeed world rank 0 speaks for all
+        return 0
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_path)

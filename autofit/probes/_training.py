@@ -141,9 +141,9 @@ def run_steps(net, config: TrainingConfig, device: str, vocab_size: int, warmup:
     ids = torch.randint(0, vocab_size, (batch, seq), device=device)
     times = StepTimes()
     if config.zero_stage > 0:
-        engine = deepspeed_engine(net, config, gpus)
-        if on_built:
+        if on_built:  # before initialize: the engine's partitions and optimizer state count, as in a real run
             on_built()
+        engine = deepspeed_engine(net, config, gpus)
 
         def step():
             for _ in range(ga):
