@@ -13,7 +13,7 @@ from autofit.gpus import get_gpu
 from autofit.models import resolve_model
 from autofit.probes import TraceProbe
 from autofit.results import pareto_frame, recommend, trials_frame
-from autofit.sampler import _GP, AutofitSampler
+from autofit.sampler import _GP
 from autofit.search import SearchPlan, evaluated_count, open_study, run_search
 from autofit.space import SearchSpace
 

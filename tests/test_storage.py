@@ -1,7 +1,6 @@
 """Shared storage, parallel workers, crashes: against sqlite, journal files and a real PostgreSQL server."""
 
 import glob
-import json
 import os
 import pwd
 import shutil
@@ -16,7 +15,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autofit.knobs import KNOBS
 from autofit.storage import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]

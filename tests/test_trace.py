@@ -1,6 +1,5 @@
 """The trace probe's physics, on real transformers / peft / bitsandbytes code under fake tensors."""
 
-import json
 
 import pytest
 
