@@ -17,11 +17,12 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from autofit.budget import make_budget
-from autofit.gpus import detect_gpu, get_gpu
+from autofit.gpus import cuda_device_info, detect_gpu, get_gpu
 from autofit.models import resolve_model
 from autofit.outputs import atomic_write, library_versions
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, TraceProbe
@@ -46,16 +47,26 @@ CONFIGS = [
 SMALL_MODEL_ONLY = ("full ZeRO-2 offload", "full b2 s1024 ckpt adamw")  # too large for 9B on one 80 GB card
 
 
-def rows_for(model_name: str, big: bool, seq_scale: float, cuda: bool):
+def rows_for(models: list, seq_scale: float, cuda: bool):
+    """(model, label, config) for every row: all plain rows of every model first, then the ZeRO rows (DeepSpeed
+    may JIT-build its optimizer op on first use, the slowest probe of the run)."""
     space = SearchSpace.load().default_config()
-    for label, knobs in CONFIGS:
-        if big and label.startswith(SMALL_MODEL_ONLY):
-            continue
-        if not cuda and "ZeRO" in label:  # host and device memory are one on the CPU: nothing to measure
-            continue
-        config = space.replace(**{**BASE, **knobs})
-        config = config.replace(seq_len=max(16, int(config.seq_len * seq_scale)))
-        yield label, config
+    plain, zero = [], []
+    for model in models:
+        big = model.params > 5e9
+        for label, knobs in CONFIGS:
+            if big and label.startswith(SMALL_MODEL_ONLY):
+                continue
+            if not cuda and "ZeRO" in label:  # host and device memory are one on the CPU: nothing to measure
+                continue
+            config = space.replace(**{**BASE, **knobs})
+            config = config.replace(seq_len=max(16, int(config.seq_len * seq_scale)))
+            (zero if config.zero_stage else plain).append((model, label, config))
+    return plain + zero
+
+
+def _fmt(value, spec="{:.2f}"):
+    return "" if value is None else spec.format(value)
 
 
 def main() -> int:
@@ -67,18 +78,19 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="only the first N configurations per model")
     parser.add_argument("--out", help="markdown file (default docs/validation/<gpu>.md)")
     parser.add_argument("--timeout", type=float, default=None, help="per-probe timeout, seconds")
+    parser.add_argument("--deadline-min", type=float, default=None,
+                        help="start no new row after this many minutes; rows left are listed as not run")
     args = parser.parse_args()
 
     cuda = args.probe == "cuda"
-    models = args.model or ["llama3.2-1b", "glm4-9b"]
     if cuda:
         import torch
 
         if not torch.cuda.is_available():
             print("bench/validate_gpu.py: no CUDA GPU visible; use --probe cpu", file=sys.stderr)
             return 2
-        device_name = torch.cuda.get_device_name(0)
-        total_gib = torch.cuda.mem_get_info()[1] / 2**30
+        info = cuda_device_info()  # read in a child: this process holds no CUDA context while probes run
+        device_name, total_gib = info["name"], info["total_bytes"] / 2**30
         gpu = detect_gpu() or get_gpu("h100")
         budget = make_budget(args.gpu_mem or f"{total_gib:.2f}GB", headroom=0.0, measure=True)
         real = CudaProbe(timeout_s=args.timeout, warmup_steps=1, measured_steps=2)
@@ -89,46 +101,67 @@ def main() -> int:
         real = CpuProbe(timeout_s=args.timeout, warmup_steps=1, measured_steps=1)
     seq_scale = args.seq_scale or (1.0 if cuda else 1 / 16)
     context = ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=gpu)
-    tracer = TraceProbe()
-    lines = []
-    misses = 0
-    measured_rows = 0
-    started = time.perf_counter()
-    for name in models:
-        model = resolve_model(name)
-        big = model.params > 5e9
-        for i, (label, config) in enumerate(rows_for(name, big, seq_scale, cuda)):
-            if args.limit is not None and i >= args.limit:
-                break
-            predicted = tracer.run(model, config, context)
-            measured = real.run(model, config, context)
-            alloc, reserved = measured.peak_allocated_gib, measured.peak_reserved_gib
-            err = None if not alloc else 100 * (predicted.peak_memory_gib - alloc) / alloc
-            if err is not None and measured.state == "ok":
-                measured_rows += 1
-                misses += abs(err) > 5
-            fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)  # noqa: E731
-            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | {measured.state} | "
-                         f"{predicted.peak_memory_gib:.2f} | {fmt(alloc)} | {fmt(reserved)} | {fmt(err, '{:+.1f}')} | "
-                         f"{predicted.tokens_per_s:,.0f} | {fmt(measured.tokens_per_s, '{:,.0f}')} |")
-            print(lines[-1], flush=True)
-    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-    within = f"{measured_rows - misses}/{measured_rows}" if measured_rows else "0/0"
-    doc = [f"# Trace probe against real probes: {device_name}", "",
-           f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python {' '.join(sys.argv)}` "
-           f"in {time.perf_counter() - started:.0f} s. Budget {budget.usable_gib:.2f} GiB; predicted tokens/s "
-           f"are roofline estimates for {gpu.name}. Versions: {versions}.", "",
-           f"Predicted peak within 5% of measured max_memory_allocated: {within} rows.", "",
-           *([] if cuda else ["On the CPU, measured memory is live tensor bytes and measured tokens/s is CPU throughput "
-                              "(seq lengths scaled by 1/16), not comparable with the GPU roofline prediction; "
-                              "ZeRO/offload rows are left out (host and device memory are one).", ""]),
-           "| model | configuration | state | predicted peak GiB | measured allocated GiB | measured reserved GiB "
-           "| error % | predicted tokens/s | measured tokens/s |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|", *lines, ""]
+    models = [resolve_model(name) for name in (args.model or ["llama3.2-1b", "glm4-9b"])]
+    rows = rows_for(models, seq_scale, cuda)
+    if args.limit is not None:  # the first N rows of each model
+        per_model: Counter = Counter()
+        kept = []
+        for row in rows:
+            per_model[row[0].name] += 1
+            if per_model[row[0].name] <= args.limit:
+                kept.append(row)
+        rows = kept
     slug = "cpu" if not cuda else device_name.lower().replace("nvidia", "").strip().replace(" ", "-")
     out = Path(args.out or f"docs/validation/{slug}.md")
-    atomic_write(out, "\n".join(doc))
-    print(f"wrote {out}: {within} rows within 5%")
+    tracer = TraceProbe()
+    lines: list[str] = []
+    notes: list[str] = []
+    errors: list[float] = []
+    started = time.perf_counter()
+
+    def write(done: bool) -> str:
+        within = sum(abs(e) <= 5 for e in errors)
+        summary = f"{within}/{len(errors)}" if errors else "0/0"
+        versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+        doc = [f"# Trace probe against real probes: {device_name}", "",
+               f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python {' '.join(sys.argv)}` "
+               f"in {time.perf_counter() - started:.0f} s{'' if done else ' (still running when written)'}. "
+               f"Budget {budget.usable_gib:.2f} GiB; predicted tokens/s are roofline estimates for {gpu.name}. "
+               f"Versions: {versions}.", "",
+               f"Predicted peak within 5% of measured max_memory_allocated: {summary} rows measured ok.", "",
+               *([] if cuda else ["On the CPU, measured memory is live tensor bytes and measured tokens/s is CPU "
+                                  "throughput (seq lengths scaled by 1/16), not comparable with the GPU roofline "
+                                  "prediction; ZeRO/offload rows are left out (host and device memory are one).", ""]),
+               "probe s: the real probe's wall time, process start, model build and steps included (build s: "
+               "building the model alone).", "",
+               "| model | configuration | state | predicted peak GiB | measured allocated GiB | measured reserved GiB "
+               "| error % | predicted tokens/s | measured tokens/s | probe s (build s) |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines, "", *notes]
+        atomic_write(out, "\n".join(doc) + "\n")
+        return summary
+
+    for model, label, config in rows:
+        if args.deadline_min is not None and time.perf_counter() - started > 60 * args.deadline_min:
+            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | not run (deadline) | | | | | | | |")
+            continue
+        predicted = tracer.run(model, config, context)
+        measured = real.run(model, config, context)
+        alloc, reserved = measured.peak_allocated_gib, measured.peak_reserved_gib
+        err = None if not alloc else 100 * (predicted.peak_memory_gib - alloc) / alloc
+        if err is not None and measured.state == "ok":
+            errors.append(err)
+        build = measured.details.get("build_s")
+        lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | {measured.state} | "
+                     f"{predicted.peak_memory_gib:.2f} | {_fmt(alloc)} | {_fmt(reserved)} | {_fmt(err, '{:+.1f}')} | "
+                     f"{predicted.tokens_per_s:,.0f} | {_fmt(measured.tokens_per_s, '{:,.0f}')} | "
+                     f"{measured.duration_s:.1f} ({_fmt(build, '{:.1f}')}) |")
+        if measured.error and measured.state != "ok":
+            notes.append(f"- {model.name} / {label}: {measured.state}: "
+                         + " / ".join(measured.error.strip().splitlines()[-3:]))
+        print(lines[-1], flush=True)
+        write(done=False)
+    summary = write(done=True)
+    print(f"wrote {out}: {summary} rows within 5%")
     return 0
 
 
