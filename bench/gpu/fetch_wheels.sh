@@ -4,7 +4,8 @@
 #
 #     bash bench/gpu/fetch_wheels.sh            # wheels for the device's Python 3.12
 #
-# The versions are the ones the CPU test suite runs with, so the GPU run measures the same stack. The device image
+# autofit itself is built from the travelled source on the device (run_on_device.sh), so the wheels need no
+# refresh after a change to autofit. The versions are the ones the CPU test suite runs with, so the GPU run measures the same stack. The device image
 # already holds torch (a CUDA build), accelerate, numpy, pandas, rich, typer, pyyaml, tokenizers, safetensors,
 # huggingface-hub, narwhals, psutil, ninja, einops, msgpack, py-cpuinfo and markupsafe (see KINDS.md of the
 # device tool). .whl/ is ignored through .git/info/exclude and travels with `carry: [".whl"]` (64 MiB limit).
@@ -34,8 +35,6 @@ done
 # DeepSpeed is published as an sdist only: build its pure-Python wheel (its ops are JIT-built on first use).
 # Its setup.py imports torch, hence no build isolation (the interpreter here must have torch).
 DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" deepspeed==0.19.8
-# autofit itself, so that the packaged search spaces resolve as they do for a user
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" .
 
 # bitsandbytes ships one library per CUDA/ROCm/XPU release (129 MB unpacked); the device's torch is a CUDA 13
 # build, so keep the CPU and CUDA 13.x libraries only (bitsandbytes loads the one matching torch.version.cuda).

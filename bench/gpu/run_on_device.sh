@@ -17,8 +17,12 @@ mkdir -p "$OUT"
 started=$SECONDS
 
 site=$(mktemp -d /tmp/autofit-site.XXXXXX)
+built=$(mktemp -d /tmp/autofit-wheel.XXXXXX)
+# autofit from the source that travelled (installed, so that its packaged search spaces resolve as for a user)
+python3 -m pip wheel -q --no-deps --no-index --no-build-isolation -w "$built" "$repo" \
+  || { echo "run_on_device.sh: building autofit failed" >&2; exit 1; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-  "$repo"/.whl/*.whl || { echo "run_on_device.sh: installing the carried wheels failed" >&2; exit 1; }
+  "$repo"/.whl/*.whl "$built"/*.whl || { echo "run_on_device.sh: installing the wheels failed" >&2; exit 1; }
 export PYTHONPATH=$site PATH=$site/bin:$PATH PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # run outside the source tree, so that every process (probe children too) imports the installed autofit
 work=$(mktemp -d /tmp/autofit-work.XXXXXX)
