@@ -126,23 +126,25 @@ def main() -> int:
         doc = [f"# Trace probe against real probes: {device_name}", "",
                f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python {' '.join(sys.argv)}` "
                f"in {time.perf_counter() - started:.0f} s{'' if done else ' (still running when written)'}. "
-               f"Budget {budget.usable_gib:.2f} GiB; predicted tokens/s are roofline estimates for {gpu.name}. "
+               f"Budget {budget.usable_gib:.2f} GiB (CUDA runtime reserve {budget.reserve_bytes / 2**30:.2f} GiB, "
+               f"{budget.reserve_source}); predicted tokens/s are roofline estimates for {gpu.name}. "
                f"Versions: {versions}.", "",
                f"Predicted peak within 5% of measured max_memory_allocated: {summary} rows measured ok.", "",
                *([] if cuda else ["On the CPU, measured memory is live tensor bytes and measured tokens/s is CPU "
                                   "throughput (seq lengths scaled by 1/16), not comparable with the GPU roofline "
                                   "prediction; ZeRO/offload rows are left out (host and device memory are one).", ""]),
                "probe s: the real probe's wall time, process start, model build and steps included (build s: "
-               "building the model alone).", "",
+               "building the model alone). reserve GiB: device memory the probe's process held outside PyTorch's "
+               "allocator (CUDA context, library workspaces; NVML), cuda probes only.", "",
                "| model | configuration | state | predicted peak GiB | measured allocated GiB | measured reserved GiB "
-               "| error % | predicted tokens/s | measured tokens/s | probe s (build s) |",
-               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines, "", *notes]
+               "| error % | predicted tokens/s | measured tokens/s | probe s (build s) | reserve GiB |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", *lines, "", *notes]
         atomic_write(out, "\n".join(doc) + "\n")
         return summary
 
     for model, label, config in rows:
         if args.deadline_min is not None and time.perf_counter() - started > 60 * args.deadline_min:
-            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | not run (deadline) | | | | | | | |")
+            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | not run (deadline) | | | | | | | | |")
             continue
         predicted = tracer.run(model, config, context)
         measured = real.run(model, config, context)
@@ -151,10 +153,12 @@ def main() -> int:
         if err is not None and measured.state == "ok":
             errors.append(err)
         build = measured.details.get("build_s")
+        reserve = measured.details.get("runtime_reserve_bytes")
         lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | {measured.state} | "
                      f"{predicted.peak_memory_gib:.2f} | {_fmt(alloc)} | {_fmt(reserved)} | {_fmt(err, '{:+.1f}')} | "
                      f"{predicted.tokens_per_s:,.0f} | {_fmt(measured.tokens_per_s, '{:,.0f}')} | "
-                     f"{measured.duration_s:.1f} ({_fmt(build, '{:.1f}')}) |")
+                     f"{measured.duration_s:.1f} ({_fmt(build, '{:.1f}')}) | "
+                     f"{_fmt(None if reserve is None else reserve / 2**30)} |")
         if measured.error and measured.state != "ok":
             notes.append(f"- {model.name} / {label}: {measured.state}: "
                          + " / ".join(measured.error.strip().splitlines()[-3:]))
