@@ -1,6 +1,5 @@
 """The trace probe's physics, on real transformers / peft / bitsandbytes code under fake tensors."""
 
-
 import pytest
 
 from autofit.gpus import get_gpu
@@ -137,3 +136,30 @@ def test_zero3_offload_moves_state_off_the_gpu():
     z2_one = TraceProbe().run(MODEL, config.replace(zero_stage=2), CTX)
     z2_four = TraceProbe().run(MODEL, config.replace(zero_stage=2), four)
     assert z2_four.breakdown_gib["optimizer"] == pytest.approx(z2_one.breakdown_gib["optimizer"] / 4, rel=0.01)
+
+
+@pytest.mark.parametrize("quantization, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt")])
+def test_quantized_models_get_peft_bitsandbytes_lora_layers(quantization, layer):
+    """As for a model transformers loaded with a BitsAndBytesConfig: peft's own bitsandbytes LoRA layers."""
+    from peft.tuners.lora import bnb as lora_bnb
+
+    from autofit.probes._training import add_lora, meta_model
+
+    net = add_lora(meta_model(small_glm(2), base(quantization=quantization, lora_rank=8)),
+                   base(quantization=quantization, lora_rank=8))
+    wrapped = {type(m) for name, m in net.named_modules() if name.endswith(("q_proj", "down_proj"))}
+    assert wrapped == {getattr(lora_bnb, layer)}
+
+
+def test_cuda_autocast_view_answers_for_the_cpu_autocast():
+    import torch
+
+    from autofit.probes._training import cuda_autocast_view
+
+    with cuda_autocast_view():
+        assert torch.is_autocast_enabled() is False
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.is_autocast_enabled() is True  # what peft sees on the GPU under autocast
+            assert torch.is_autocast_enabled("cuda") is False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled() is False  # restored: plain torch asks about CUDA

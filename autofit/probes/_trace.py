@@ -35,7 +35,7 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
 from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
-from ._training import add_lora, make_optimizer, meta_model
+from ._training import add_lora, cuda_autocast_view, make_optimizer, meta_model
 from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
 
 
@@ -165,11 +165,12 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             # Step 2, the one measured: with accumulation, its second micro-step starts with gradients held.
             for micro in range(micro_traced):
                 tracker.start_phase(f"s2.m{micro}.forward", "activations")
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = net(input_ids=ids, labels=ids).loss / ga  # outputs (logits) dropped, as Trainer does
-                tracker.start_phase(f"s2.m{micro}.backward", "other")
-                loss.backward()
-                del loss
+                with cuda_autocast_view():  # forward and the backward's checkpoint recomputation alike
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        loss = net(input_ids=ids, labels=ids).loss / ga  # outputs (logits) dropped, as Trainer does
+                    tracker.start_phase(f"s2.m{micro}.backward", "other")
+                    loss.backward()
+                    del loss
             tracker.start_phase("s2.opt", "other")
             optimizer.step()
             tracker.retag_phase_survivors("optimizer")

@@ -12,6 +12,7 @@ micro-steps, on synthetic batches of exactly seq_len tokens.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,30 @@ def meta_model(model: ModelSpec, config: TrainingConfig, **overrides: Any):
             load_in_4bit=config.quantization == "nf4", load_in_8bit=config.quantization == "int8",
             bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
         replace_with_bnb_linear(net, modules_to_not_convert=["lm_head"], quantization_config=quant)
+        # marked as transformers' bitsandbytes quantizers mark a model they load: peft then wraps these layers in
+        # its bitsandbytes LoRA layers (lora.bnb.Linear4bit / Linear8bitLt), exactly as for our users
+        setattr(net, "is_loaded_in_4bit" if config.quantization == "nf4" else "is_loaded_in_8bit", True)
+        net.is_quantized, net.quantization_method = True, "bitsandbytes"
     return net
+
+
+@contextlib.contextmanager
+def cuda_autocast_view():
+    """While active, `torch.is_autocast_enabled()` asked without a device (which means CUDA) answers for the CPU's
+    autocast. peft's bitsandbytes LoRA layers ask it to decide whether to cast activations to the adapters' fp32;
+    on the GPU the answer is yes, so a CPU run (trace or real CPU probe) standing in for the GPU must see the same."""
+    import torch
+
+    original = torch.is_autocast_enabled
+
+    def is_autocast_enabled(device_type=None):
+        return original("cpu") if device_type is None else original(device_type)
+
+    torch.is_autocast_enabled = is_autocast_enabled
+    try:
+        yield
+    finally:
+        torch.is_autocast_enabled = original
 
 
 def add_lora(net, config: TrainingConfig):
@@ -169,13 +193,14 @@ def run_steps(net, config: TrainingConfig, device: str, vocab_size: int, warmup:
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
 
-    for phase, count in ((times.warmup_s, warmup), (times.measured_s, measured)):
-        for _ in range(count):
-            sync()
-            started = time.perf_counter()
-            step()
-            sync()
-            phase.append(time.perf_counter() - started)
+    with contextlib.nullcontext() if cuda else cuda_autocast_view():
+        for phase, count in ((times.warmup_s, warmup), (times.measured_s, measured)):
+            for _ in range(count):
+                sync()
+                started = time.perf_counter()
+                step()
+                sync()
+                phase.append(time.perf_counter() - started)
     return times
 
 
