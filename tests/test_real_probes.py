@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autofit.gpus import get_gpu
-from autofit.models import resolve_model
+from autofit.models import ModelSpec, resolve_model
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, TraceProbe
 from autofit.space import SearchSpace
 from autofit.units import GIB
@@ -50,6 +50,20 @@ def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
     predicted = TraceProbe().run(MODEL, config, CTX).peak_memory_gib
     # the same ops on the same device: the trace's bytes match the real run's within a few percent
     assert predicted == pytest.approx(result.peak_allocated_gib, rel=0.05)
+
+
+def test_quantized_model_builds_layer_by_layer_within_the_budget():
+    """QLoRA of a model whose bf16 weights (31 MiB) exceed the budget (24 MiB): a quantizing loader never holds
+    them all at once, and neither may the probe, or a 32B QLoRA search on a 24 GB card would OOM while building."""
+    wide = ModelSpec(name="glm-wide", config=dict(MODEL.config, vocab_size=1024, hidden_size=512,
+                                                  intermediate_size=2048, num_attention_heads=8, head_dim=64),
+                     hf_ref="glm-wide")
+    budget = ProbeContext(usable_budget_bytes=24 * 2**20, gpu=get_gpu("h100"))
+    assert wide.params * 2 > budget.usable_budget_bytes
+    result = CpuProbe(timeout_s=300).run(wide, small(quantization="nf4", per_device_train_batch_size=1, seq_len=64),
+                                         budget)
+    assert result.state == "ok", result.error
+    assert 0 < result.peak_allocated_gib * GIB <= budget.usable_budget_bytes
 
 
 def test_cpu_probe_runs_out_of_memory_by_the_budget():

@@ -167,6 +167,8 @@ class StepTracker(TorchDispatchMode):
         return category
 
     def _add(self, tensor: torch.Tensor) -> None:
+        if tensor.device.type == "meta":  # a model being built on meta holds no memory (fake tensors say "cpu")
+            return
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self.live:

@@ -85,23 +85,34 @@ def add_lora(net, config: TrainingConfig):
 
 
 def build_model(model: ModelSpec, config: TrainingConfig, device: str):
-    """The model on `device`, random weights, quantized and LoRA-wrapped as `config` says."""
+    """The model on `device`, random weights, quantized and LoRA-wrapped as `config` says. A quantized model is
+    built the way a quantizing loader builds it: one linear layer at a time in bf16, quantized at once, so the
+    whole model never sits on the device in bf16 (a 32B QLoRA model must build on a 24 GB card)."""
     import bitsandbytes as bnb
     import torch
 
     net = meta_model(model, config)
-    net.to_empty(device=device)
+    quantized = [m for m in net.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
+    std = getattr(net.config, "initializer_range", 0.02)
     with torch.no_grad():
-        net.init_weights()  # random weights, and the real rotary buffers
-    for module in net.modules():  # quantize layer by layer from the random bf16 weight
-        if isinstance(module, bnb.nn.Linear4bit):
-            weight = bnb.nn.Params4bit(module.weight.data, requires_grad=False, quant_type="nf4",
-                                       compress_statistics=True, quant_storage=torch.uint8, module=module)
-            module.weight = weight._quantize(device)
-        elif isinstance(module, bnb.nn.Linear8bitLt):
-            weight = bnb.nn.Int8Params(module.weight.data.to(torch.float16), requires_grad=False,
-                                       has_fp16_weights=False)
-            module.weight = weight._quantize(device)
+        for module in quantized:  # random bf16 weight, quantized before the next layer is made
+            weight = torch.empty(module.weight.shape, dtype=torch.bfloat16, device=device).normal_(0.0, std)
+            if isinstance(module, bnb.nn.Linear4bit):
+                params = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True,
+                                           quant_storage=torch.uint8, module=module)
+            else:
+                params = bnb.nn.Int8Params(weight.to(torch.float16), requires_grad=False, has_fp16_weights=False)
+            del weight
+            module.weight = params._quantize(device)
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(torch.zeros(module.bias.shape, dtype=torch.bfloat16, device=device),
+                                                 requires_grad=False)
+            module._is_hf_initialized = True  # init_weights below leaves it alone
+        done = set(map(id, quantized))
+        for module in net.modules():
+            if id(module) not in done:
+                module.to_empty(device=device, recurse=False)
+        net.init_weights()  # random weights for the rest, and the real rotary buffers
     net = add_lora(net, config)
     if config.gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
