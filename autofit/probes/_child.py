@@ -104,7 +104,12 @@ def probe(request: dict) -> dict:
         if tracker is not None:
             tracker.__exit__(None, None, None)
     if cuda:
-        _measure_cuda(result)
+        try:
+            _measure_cuda(result)
+        except Exception as exc:  # noqa: BLE001 - a CUDA error after an OOM must not turn the oom into a crash
+            if result["state"] == "ok":
+                raise
+            result["measure_error"] = f"{type(exc).__name__}: {exc}"
     else:
         train = tracker.phases.get("train")
         peak = train.peak_bytes if train else max(r.peak_bytes for r in tracker.phases.values())
