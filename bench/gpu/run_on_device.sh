@@ -10,8 +10,9 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/autofit-out.XXXXXX)}
+BUDGET_S=${BUDGET_S:-560}         # the whole script; later steps are skipped rather than cut off
 DEADLINE_MIN=${DEADLINE_MIN:-5.5}   # validate_gpu.py starts no row after this
-SEARCH_S=${SEARCH_S:-75}          # wall budget of the search
+SEARCH_S=${SEARCH_S:-60}          # wall budget of the search
 cpu=${AUTOFIT_KIT_CPU:-0}
 mkdir -p "$OUT"
 started=$SECONDS
@@ -57,16 +58,21 @@ python3 "$repo/bench/validate_gpu.py" "${validate[@]}" --deadline-min "$DEADLINE
   2>&1 | tee "$OUT/validate.log"
 echo "validation done at $((SECONDS - started)) s"
 
-if [ "$cpu" != 1 ]; then  # the tests that skip without a GPU
-  timeout -k 10 150 python3 -m pytest -q -p no:cacheprovider --rootdir "$repo" "$repo/tests/test_real_probes.py" \
+left() { echo $((BUDGET_S - (SECONDS - started))); }
+if [ "$cpu" != 1 ] && [ "$(left)" -gt 150 ]; then  # the tests that skip without a GPU
+  timeout -k 10 $(($(left) - 30)) python3 -m pytest -q -p no:cacheprovider --rootdir "$repo" "$repo/tests/test_real_probes.py" \
     -k cuda > "$OUT/tests.log" 2>&1
   echo "cuda tests exit status $? at $((SECONDS - started)) s" | tee -a "$OUT/tests.log"
 fi
 
-timeout -s INT -k 30 $((SEARCH_S + 150)) autofit search "${search[@]}" --trials 12 --timeout "$SEARCH_S" \
-  --out "$work/search" > "$OUT/search.log" 2>&1
-echo "search exit status $? at $((SECONDS - started)) s" | tee -a "$OUT/search.log"
-tail -n 30 "$OUT/search.log"
-# at most 8 files come back: the search's outputs travel as one archive
-tar -czf "$OUT/search.tar.gz" -C "$work" search 2>/dev/null
+if [ "$(left)" -gt $((SEARCH_S + 60)) ]; then
+  timeout -s INT -k 10 $(($(left) - 10)) autofit search "${search[@]}" --trials 12 --timeout "$SEARCH_S" \
+    --out "$work/search" > "$OUT/search.log" 2>&1
+  echo "search exit status $? at $((SECONDS - started)) s" | tee -a "$OUT/search.log"
+  tail -n 30 "$OUT/search.log"
+  # at most 8 files come back: the search's outputs travel as one archive
+  tar -czf "$OUT/search.tar.gz" -C "$work" search 2>/dev/null
+else
+  echo "search skipped: $(left) s left of BUDGET_S=$BUDGET_S" | tee "$OUT/search.log"
+fi
 ls -l "$OUT"
