@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 3 in one call on a lent GPU machine, everything it writes under $OUT:
 #   1. bench/validate_gpu.py: the trace probe's predictions against real CUDA probes (llama3.2-1b and glm4-9b,
-#      20 rows; the glm4-9b QLoRA row's "probe s" is the probe time, process start included)
+#      21 rows; the glm4-9b QLoRA row's "probe s" is the probe time, process start included)
 #   2. a short real search, `autofit search --probe cuda`, on llama3.2-1b with a 24GB budget
 # Prepare here with `bash bench/gpu/fetch_wheels.sh`, then call the device tool once:
 #     run(command="bash bench/gpu/run_on_device.sh", carry=[".whl"], timeout_s=590)
