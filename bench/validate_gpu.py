@@ -1,7 +1,7 @@
 """GPU validation: the trace probe's predictions against real probes, configuration by configuration.
 
     python bench/validate_gpu.py                          # on a GPU: llama3.2-1b and glm4-9b, --probe cuda
-    python bench/validate_gpu.py --probe cpu --model tests/data/glm-20m --limit 4   # how CI runs it
+    python bench/validate_gpu.py --probe cpu --model tests/data/glm-20m --limit 2   # how CI runs it
 
 Runs a fixed list of configurations (LoRA, QLoRA, int8, full fine-tuning with checkpointing, several batch
 sizes and sequence lengths, two ZeRO-offload cases: full ZeRO-2, QLoRA ZeRO-3) through the trace probe and the
