@@ -1007,14 +1007,15 @@ def _history_section(data: _Data, figures: _Figures) -> str:
 
 def _table_section(data: _Data) -> str:
     frame = data.frame.sort_values("number")
-    measured = [c for c in ("predicted_peak_gib", "peak_allocated_gib", "peak_reserved_gib", "prediction_error_pct")
-                if c in frame and frame[c].notna().any()]
+    measured = [c for c in ("predicted_peak_gib", "peak_allocated_gib", "peak_reserved_gib", "prediction_error_pct",
+                            "runtime_reserve_gib") if c in frame and frame[c].notna().any()]
     mark_all = data.all_estimated
     hdr_mark = " (estimated)" if mark_all else ""
     columns: list[tuple[str, str, str]] = [("number", "#", ""), ("state", "state", "t"), ("mark", "front", "t")]
     columns += [("peak_memory_gib", f"peak GiB{hdr_mark}", ""), ("tokens_per_s", f"tokens/s{hdr_mark}", "")]
     labels = {"predicted_peak_gib": "predicted GiB (estimated)", "peak_allocated_gib": "measured alloc GiB",
-              "peak_reserved_gib": "measured reserved GiB", "prediction_error_pct": "prediction error %"}
+              "peak_reserved_gib": "measured reserved GiB", "prediction_error_pct": "prediction error %",
+              "runtime_reserve_gib": "runtime reserve GiB (measured: context, workspaces)"}
     columns += [(c, labels[c], "") for c in measured]
     columns += [(k, SHORT.get(k, k), "t" if k in ("quantization", "offload", "optimizer", "attn_implementation",
                                                   "allocator", "gradient_checkpointing") else "")

@@ -74,6 +74,7 @@ class MeasuredStandIn(Probe):
         return ProbeResult(state=OK if fits else OOM, probe=self.name, estimated=False, peak_memory_gib=measured,
                            tokens_per_s=trace.tokens_per_s * 0.7, peak_allocated_gib=measured,
                            peak_reserved_gib=measured * 1.1, duration_s=trace.duration_s,
+                           details={"runtime_reserve_bytes": int(0.5 * GIB)},  # as a cuda probe reports it
                            error=None if fits else "CUDA out of memory (stand-in)")
 
 
@@ -165,6 +166,7 @@ def test_measured_study_compares_prediction_and_measurement(measured):
     assert frame["predicted_peak_gib"].notna().any() and frame["peak_allocated_gib"].notna().any()
     assert "Peak memory: the trace&#x27;s prediction" in page or "the trace's prediction" in page
     assert "prediction error (%)" in page and "measured alloc GiB" in page
+    assert set(frame["runtime_reserve_gib"].dropna()) == {0.5} and "runtime reserve GiB" in page
     assert 'class="badge meas"' in page
     assert not figure_errors(page)
 
