@@ -61,20 +61,41 @@ def cuda_device_info() -> dict | None:
 
     if not torch.cuda.is_available():  # asks the driver; creates no context
         return None
-    proc = subprocess.run([sys.executable, "-c", _READ_DEVICE], capture_output=True, text=True, timeout=300)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _READ_DEVICE], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise AutofitError("a CUDA GPU is visible but reading it took over 300 s") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise AutofitError(f"a CUDA GPU is visible but could not be read: {last}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cuda_device_name() -> str | None:
+    """The name of CUDA GPU 0, or None without one: from NVML where it is installed (no CUDA context, works on
+    a full or exclusive-mode card), else from torch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(0))
+        name = pynvml.nvmlDeviceGetName(handle)
+        return name.decode() if isinstance(name, bytes) else name
+    except Exception:  # noqa: BLE001 - no pynvml, or NVML cannot see the device
+        return torch.cuda.get_device_name(0)
+
+
 def detect_gpu() -> GpuSpec | None:
     """The spec of the CUDA GPU present, if any and known."""
-    info = cuda_device_info()
-    if info is None:
+    name = cuda_device_name()
+    if name is None:
         return None
     for spec in gpu_specs().values():
-        if any(m in info["name"] for m in spec.match):
+        if any(m in name for m in spec.match):
             return spec
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -41,11 +42,11 @@ _FILE_MODE = 0o666 & ~_process_umask()
 
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the whole new one, never a part. The file gets
-    the mode a plain open() would give it (mkstemp's temporary is private to its owner)."""
+    the mode a plain open() would give it: an existing file's, else the umask's (mkstemp's temporary is private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -78,8 +78,10 @@ def test_llamafactory_yaml_keys(tiny_search):
 
 def test_rerun_resumes_and_report_export(tiny_search, cli):
     out, _ = tiny_search
+    (out / "trials.csv").chmod(0o600)  # a person's choice of mode survives the rewrite
     proc = cli("search", *TINY_ARGS, "--trials", "18", "--out", out, "--seed", "1")
     assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE((out / "trials.csv").stat().st_mode) == 0o600
     rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != "oom-inferred"]
     assert len(rows) == 18
     assert len({tuple(r[k] for k in KNOBS) for r in rows}) == 18

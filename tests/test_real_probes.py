@@ -152,6 +152,24 @@ def test_cuda_probe_runs_qlora_with_the_expandable_allocator():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_search_process_leaves_cuda_to_the_probes():
+    """Reading the card, the budget and a trace screen must not initialise CUDA in the search's own process: its
+    context would take memory from every probe on the card."""
+    code = ("import torch\n"
+            "from autofit.budget import make_budget\nfrom autofit.gpus import detect_gpu, get_gpu\n"
+            "from autofit.models import resolve_model\nfrom autofit.probes import ProbeContext, TraceProbe\n"
+            "from autofit.space import SearchSpace\n"
+            "budget = make_budget('24GB', measure=True)\ndetect_gpu()\n"
+            "config = SearchSpace.load().default_config().replace(quantization='nf4', optimizer='paged_adamw_8bit')\n"
+            "TraceProbe().run(resolve_model('glm-tiny'), config, "
+            "ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=get_gpu('h100')))\n"
+            "print(budget.reserve_source, torch.cuda.is_initialized())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "measured False"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_probe_emulates_a_smaller_card():
     tiny_budget = ProbeContext(usable_budget_bytes=int(0.05 * GIB), gpu=get_gpu("h100"))
     result = CudaProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512), tiny_budget)

@@ -176,9 +176,14 @@ def run_steps(net, config: TrainingConfig, device: str, vocab_size: int, warmup:
     ids = torch.randint(0, vocab_size, (batch, seq), device=device)
     times = StepTimes()
     if config.zero_stage > 0:
-        if on_built:  # before initialize: the engine's partitions and optimizer state count, as in a real run
+        # ZeRO-1/2: the model sits whole on the GPU before initialize in a real run too, so the engine's buffers
+        # and optimizer state count from here. ZeRO-3: a real run loads under zero.Init and never holds the whole
+        # model; this probe built it whole, so it counts from after initialize has partitioned (and offloaded) it.
+        if on_built and config.zero_stage < 3:
             on_built()
         engine = deepspeed_engine(net, config, gpus)
+        if on_built and config.zero_stage == 3:
+            on_built()
 
         def step():
             for _ in range(ga):

@@ -5,7 +5,7 @@
 #     bash bench/gpu/fetch_wheels.sh            # wheels for the device's Python 3.12
 #
 # autofit itself is built from the travelled source on the device (run_on_device.sh), so the wheels need no
-# refresh after a change to autofit. The versions are the ones the CPU test suite runs with, so the GPU run measures the same stack. The device image
+# refresh after a change to autofit; setuptools travels for that build (pyproject's license string needs >= 77). The versions are the ones the CPU test suite runs with, so the GPU run measures the same stack. The device image
 # already holds torch (a CUDA build), accelerate, numpy, pandas, rich, typer, pyyaml, tokenizers, safetensors,
 # huggingface-hub, narwhals, psutil, ninja, einops, msgpack, py-cpuinfo and markupsafe (see KINDS.md of the
 # device tool). .whl/ is ignored through .git/info/exclude and travels with `carry: [".whl"]` (64 MiB limit).
@@ -15,8 +15,9 @@ PY=${PYTHON:-python3}
 PYVER=${PYVER:-3.12}
 DEST=${DEST:-.whl}
 
-mkdir -p .git/info
-grep -qx "/$DEST/" .git/info/exclude 2>/dev/null || echo "/$DEST/" >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # also right in a worktree, where .git is a file
+mkdir -p "$(dirname "$exclude")"
+grep -qx "/$DEST/" "$exclude" 2>/dev/null || echo "/$DEST/" >> "$exclude"
 rm -rf "$DEST"
 mkdir -p "$DEST"
 
@@ -30,7 +31,7 @@ done
   transformers==5.24.0 peft==0.21.2 bitsandbytes==0.50.2 \
   optuna==5.0.0 alembic==1.20.1 sqlalchemy==2.1.9 mako==1.4.3 colorlog==6.12.0 \
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 hjson==3.1.0 \
-  plotly==7.1.0
+  plotly==7.1.0 setuptools==84.2.1
 
 # DeepSpeed is published as an sdist only: build its pure-Python wheel (its ops are JIT-built on first use).
 # Its setup.py imports torch, hence no build isolation (the interpreter here must have torch).

@@ -19,12 +19,14 @@ started=$SECONDS
 
 site=$(mktemp -d /tmp/autofit-site.XXXXXX)
 built=$(mktemp -d /tmp/autofit-wheel.XXXXXX)
-# autofit from the source that travelled (installed, so that its packaged search spaces resolve as for a user)
-python3 -m pip wheel -q --no-deps --no-index --no-build-isolation -w "$built" "$repo" \
-  || { echo "run_on_device.sh: building autofit failed" >&2; exit 1; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-  "$repo"/.whl/*.whl "$built"/*.whl || { echo "run_on_device.sh: installing the wheels failed" >&2; exit 1; }
+  "$repo"/.whl/*.whl || { echo "run_on_device.sh: installing the carried wheels failed" >&2; exit 1; }
 export PYTHONPATH=$site PATH=$site/bin:$PATH PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# autofit from the source that travelled (installed, so that its packaged search spaces resolve as for a user),
+# built with the carried setuptools
+python3 -m pip wheel -q --no-deps --no-index --no-build-isolation -w "$built" "$repo" \
+  && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "$built"/*.whl \
+  || { echo "run_on_device.sh: building autofit failed" >&2; exit 1; }
 # run outside the source tree, so that every process (probe children too) imports the installed autofit
 work=$(mktemp -d /tmp/autofit-work.XXXXXX)
 cd "$work" || exit 1
@@ -54,11 +56,15 @@ else
   search=(--probe cuda --model llama3.2-1b --gpu-mem 24GB --set zero_stage=0 --set offload=none --set seq_len=2048)
 fi
 
-python3 "$repo/bench/validate_gpu.py" "${validate[@]}" --deadline-min "$DEADLINE_MIN" --out "$OUT/validation.md" \
-  2>&1 | tee "$OUT/validate.log"
-echo "validation done at $((SECONDS - started)) s"
-
 left() { echo $((BUDGET_S - (SECONDS - started))); }
+# DeepSpeed JIT-builds its CPU Adam on first use (the ZeRO-offload rows, last): build it now, beside the first rows,
+# so no probe spends its timeout compiling (a probe killed mid-build would leave a lock the next one waits on)
+python3 -c "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()" > "$work/cpu_adam.log" 2>&1 &
+
+# each probe at most PROBE_TIMEOUT_S; the whole validation stopped (Ctrl-C: the table so far stays) before the budget
+timeout -s INT -k 20 $(($(left) - 40)) python3 "$repo/bench/validate_gpu.py" "${validate[@]}" \
+  --deadline-min "$DEADLINE_MIN" --timeout "${PROBE_TIMEOUT_S:-150}" --out "$OUT/validation.md" 2>&1 | tee "$OUT/validate.log"
+echo "validation done at $((SECONDS - started)) s"
 if [ "$cpu" != 1 ] && [ "$(left)" -gt 150 ]; then  # the tests that skip without a GPU
   timeout -k 10 $(($(left) - 30)) python3 -m pytest -q -p no:cacheprovider --rootdir "$repo" "$repo/tests/test_real_probes.py" \
     -k cuda > "$OUT/tests.log" 2>&1
