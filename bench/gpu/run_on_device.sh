@@ -59,7 +59,9 @@ fi
 left() { echo $((BUDGET_S - (SECONDS - started))); }
 # DeepSpeed JIT-builds its CPU Adam on first use (the ZeRO-offload rows, last): build it now, beside the first rows,
 # so no probe spends its timeout compiling (a probe killed mid-build would leave a lock the next one waits on)
-python3 -c "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()" > "$work/cpu_adam.log" 2>&1 &
+if [ "$cpu" != 1 ]; then  # (no ZeRO rows on the CPU, and its two cores are the probes')
+  python3 -c "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()" > "$work/cpu_adam.log" 2>&1 &
+fi
 
 # each probe at most PROBE_TIMEOUT_S; the whole validation stopped (Ctrl-C: the table so far stays) before the budget
 timeout -s INT -k 20 $(($(left) - 40)) python3 "$repo/bench/validate_gpu.py" "${validate[@]}" \
