@@ -27,17 +27,18 @@ class CandidateSet:
         ordered = [k for k in KNOBS if specs[k].memory_order not in (None, "none")]
         unordered = [k for k in KNOBS if k not in ordered]
         self._ordered = ordered
-        values = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
-                  for k in ordered}
-        self._values = np.array([[values[k][getattr(c, k)] for k in ordered] for c in self.configs],
-                                dtype=int).reshape(len(self.configs), len(ordered))
+        self._values = self._value_codes(ordered)  # which value, on the ordered knobs
         self._ranks = np.array([[specs[k].memory_rank(getattr(c, k)) for k in ordered] for c in self.configs],
                                dtype=float).reshape(len(self.configs), len(ordered))
-        codes = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
-                 for k in unordered}
-        self._exact = np.array([[codes[k][getattr(c, k)] for k in unordered] for c in self.configs],
-                               dtype=int).reshape(len(self.configs), len(unordered))
+        self._exact = self._value_codes(unordered)  # which value, on the knobs without a memory order
         self._keys = {c.key(): i for i, c in enumerate(self.configs)}
+
+    def _value_codes(self, knobs: list[str]):
+        """Each candidate's value on `knobs` as small integers (candidates x knobs), for equality tests."""
+        codes = {k: {v: i for i, v in enumerate(sorted({getattr(c, k) for c in self.configs}, key=str))}
+                 for k in knobs}
+        return np.array([[codes[k][getattr(c, k)] for k in knobs] for c in self.configs],
+                        dtype=int).reshape(len(self.configs), len(knobs))
 
     def __len__(self) -> int:
         return len(self.configs)

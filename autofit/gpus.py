@@ -81,9 +81,7 @@ def cuda_device_name() -> str | None:
     try:
         import pynvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(0))
-        name = pynvml.nvmlDeviceGetName(handle)
+        name = pynvml.nvmlDeviceGetName(torch.cuda._get_pynvml_handler(0))  # private; maps CUDA_VISIBLE_DEVICES
         return name.decode() if isinstance(name, bytes) else name
     except Exception:  # noqa: BLE001 - no pynvml, or NVML cannot see the device
         return torch.cuda.get_device_name(0)

@@ -286,12 +286,12 @@ def _truthy(value: Any) -> bool:
 
 
 def _num(value: Any) -> float | None:
-    if value is None or _isnan(value):
-        return None
+    """The value as a float (numbers and numeric text), or None when missing, NaN or not a number."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return None if math.isnan(number) else number
 
 
 def _config_text(row: pd.Series) -> str:
@@ -356,13 +356,6 @@ def _fmt_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
-
-
-def _float_or_none(text: Any) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def _si(value: float) -> str:
@@ -794,7 +787,7 @@ def _parallel_figure(data: _Data) -> go.Figure | str:
 
     fig.update_xaxes(ticktext=[knob_of(str(label)) for label in (fig.layout.xaxis.ticktext or ())])
     for note in fig.layout.annotations:
-        if note.x == 0 and _num(_float_or_none(note.text)) is not None:
+        if note.x == 0 and _num(note.text) is not None:
             note.text = _si(float(note.text))
     fig.update_layout(title=f"Knobs of {shown}, coloured by tokens/s{mark}",
                       height=460, margin={"l": 80, "r": 60, "t": 90, "b": 40})

@@ -47,6 +47,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from autofit.outputs import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "search-efficiency"
 DOCS = ROOT / "docs"
@@ -194,10 +196,7 @@ def load_oracle(name: str, jobs: int = 2) -> dict[str, Any]:
     oracle = {"name": name, **{k: v for k, v in ORACLES[name].items() if k != "space"}, "space": ORACLES[name]["space"],
               "usable_budget_gib": setting.budget_gib, "configs": len(setting.candidates), "traces": len(groups),
               "build_s": round(time.perf_counter() - started, 1), "results": results}
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(oracle))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(oracle))
     log(f"built oracle {name} in {oracle['build_s']:.0f} s")
     return oracle
 
@@ -433,9 +432,8 @@ def _run_job(args):
     oracle = _ORACLES_IN_WORKER.get(name) or load_oracle(name, jobs=1)
     _ORACLES_IN_WORKER[name] = oracle
     run = run_method(name, oracle, method, seed, probes, censor)
-    if reuse:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run))
+    if reuse:  # atomically: parallel workers, and a run killed mid-write must not leave a broken cache file
+        atomic_write(path, json.dumps(run))
     return run
 
 
@@ -499,8 +497,7 @@ def write_docs(results: dict[str, Any], oracles_meta: dict[str, Any], wall_s: fl
     page is written by hand)."""
     DOCS.mkdir(exist_ok=True)
     _plot(results, DOCS / "search-efficiency.png")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write(CACHE / "results.json", json.dumps(results, indent=1))
     total = sum(r["run_seconds"] for r in results.values())
     lines = [BEGIN, "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -541,7 +538,7 @@ def write_docs(results: dict[str, Any], oracles_meta: dict[str, Any], wall_s: fl
     text = page.read_text() if page.is_file() else f"# Search efficiency\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    page.write_text(head + "\n".join(lines) + tail)
+    atomic_write(page, head + "\n".join(lines) + tail)
 
 
 def _version(dist: str) -> str:

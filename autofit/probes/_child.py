@@ -26,7 +26,6 @@ def _device_memory_used() -> tuple[int, str]:
         import pynvml
 
         handle = torch.cuda._get_pynvml_handler()  # private, but it maps CUDA_VISIBLE_DEVICES to NVML's index
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(None))
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == os.getpid() and proc.usedGpuMemory:
                 return int(proc.usedGpuMemory), "nvml process"
