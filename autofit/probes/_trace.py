@@ -35,7 +35,8 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
 from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
-from ._training import add_lora, cuda_autocast_view, make_optimizer, meta_model
+from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
+                        restore_parameter_sharing)
 from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
 
 
@@ -133,12 +134,14 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
     started = time.perf_counter()
     with _quiet():
         net = _build_model(model, config, depth)
+        sharing = parameter_sharing(net)
         if config.quantization != "none" or config.optimizer != "adamw_torch":
             _prime_bitsandbytes()
         tracker = StepTracker(roofline, vocab_size=model.vocab_size, round_bytes=round_bytes)
         batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
         with FakeTensorMode(allow_non_fake_inputs=True), tracker:
             net.to_empty(device="cpu")
+            restore_parameter_sharing(net, sharing)  # to_empty() unties tied embeddings: a second lm_head otherwise
             _materialize_quantized(net)
             if config.gradient_checkpointing:
                 net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
