@@ -85,6 +85,22 @@ def _build_model(model: ModelSpec, config: TrainingConfig, depth: int):
     return add_lora(meta_model(model, config, **overrides), config)
 
 
+@contextlib.contextmanager
+def _unpacked_batches():
+    """transformers decides whether a batch holds packed sequences by reading position ids, and on fake tensors
+    (it cannot read them) assumes it may: it then builds a full attention mask, and SDPA with a mask repeats the
+    KV heads of grouped-query attention, neither of which a real run does. A synthetic batch is one sequence per
+    row, so answer what the real check finds: not packed."""
+    import transformers.masking_utils as masking
+
+    original = masking.find_packed_sequence_indices
+    masking.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = original
+
+
 def _materialize_quantized(net) -> None:
     """Give each bitsandbytes layer fake quantized weights, exactly as bitsandbytes lays them out."""
     import bitsandbytes as bnb
@@ -139,7 +155,7 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             _prime_bitsandbytes()
         tracker = StepTracker(roofline, vocab_size=model.vocab_size, round_bytes=round_bytes)
         batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
-        with FakeTensorMode(allow_non_fake_inputs=True), tracker:
+        with FakeTensorMode(allow_non_fake_inputs=True), tracker, _unpacked_batches():
             net.to_empty(device="cpu")
             restore_parameter_sharing(net, sharing)  # to_empty() unties tied embeddings: a second lm_head otherwise
             _materialize_quantized(net)
@@ -227,8 +243,34 @@ def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec) -> StepTr
                             launch_s=constants["kernel_launch_us"] * 1e-6)
     traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
                             zero_stage=0, offload="none", allocator="default")
-    return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, traced, roofline,
-                         int(constants["allocator_round_bytes"]))
+    return _traced(model, traced, roofline, int(constants["allocator_round_bytes"]))
+
+
+def _traced(model: ModelSpec, config: TrainingConfig, roofline: RooflineSpec, round_bytes: int) -> StepTrace:
+    """The cached trace; a model transformers, peft or bitsandbytes cannot run on fake tensors is an
+    AutofitError naming the model type and the first line of the reason (one line, no traceback)."""
+    from ..errors import AutofitError
+
+    try:
+        return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, config, roofline, round_bytes)
+    except AutofitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library error while building or stepping the model
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise AutofitError(f"cannot trace {model.name} (model_type {model.config.get('model_type')}): "
+                           f"{type(exc).__name__}: {reason}") from None
+
+
+def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int = 1) -> tuple[float, StepTrace]:
+    """Peak live tensor bytes of one traced training step (zero_stage 0, the model's own depth) and the trace.
+    `round_bytes` 1 counts bytes as the CPU allocator does (no block rounding): what bench/validate_cpu_matrix.py
+    compares with a real CPU step; the probe itself rounds as the CUDA allocator does (runtime.yaml)."""
+    if config.zero_stage:
+        raise ValueError("traced_peak_bytes is for zero_stage 0")
+    roofline = RooflineSpec(flops_per_s=1e15, bytes_per_s=1e12, launch_s=0.0)  # time is not asked for here
+    trace = _traced(model, config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
+                                          allocator="default"), roofline, round_bytes)
+    return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
 def _step_time(trace: StepTrace, ga: int) -> float:
