@@ -89,6 +89,16 @@ ARCHITECTURES = [
                                             kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
                                             v_head_dim=16, n_group=1, topk_group=1),
          "MLA attention, MoE after a dense layer"),
+    Arch("qwen3_next", "qwen3_next", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                          shared_expert_intermediate_size=32, linear_num_key_heads=2,
+                                          linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                                          layer_types=["linear_attention", "full_attention"] * 2),
+         "hybrid linear/full attention, MoE"),
+    Arch("gpt_oss", "gpt_oss", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=32,
+                                    layer_types=["sliding_attention", "full_attention"] * 2),
+         "MoE, attention sinks, sliding/full alternating"),
+    Arch("falcon_h1", "falcon_h1", dict(mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1,
+                                        mamba_d_state=16), "hybrid attention + Mamba-2"),
 ]
 
 # (label, knobs): tiny steps (2 x 64 tokens, under bitsandbytes' 512-row dequantizing threshold)
@@ -189,37 +199,58 @@ def _real_model(config: dict, lora_rank: int, quantization: str, attn: str, chec
     return net
 
 
-def _live_bytes_peak(prof, window: str) -> tuple[int, int]:
-    """(live bytes when `window` starts, peak live bytes inside it) from the profiler's allocation events:
-    a running sum of every allocation made during profiling and of the frees of those allocations."""
+def _live_bytes_peak(prof, window: str) -> tuple[int, int, int]:
+    """(live bytes when `window` starts, peak live bytes inside it, peak kernel scratch inside it) from the
+    profiler's allocation events: a running sum of every allocation made during profiling and of the frees of
+    those allocations. Kernel scratch, a block an op allocates and frees inside itself (oneDNN's packed GEMM
+    operands on the CPU; no tensor a fake-tensor trace or another op sees), is summed apart."""
     from torch._C._profiler import _EventType
 
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    start = end = None
+    allocations, start, end = [], None, None
+    stack = [(event, None) for event in prof.profiler.kineto_results.experimental_event_tree()]
     while stack:
-        event = stack.pop()
-        stack.extend(event.children)
+        event, parent = stack.pop()
         if event.tag == _EventType.Allocation:
-            events.append(event)
-        elif event.name == window:
+            owner = None if parent is None else (parent.name, parent.start_time_ns, parent.end_time_ns)
+            allocations.append((event.start_time_ns, len(allocations), event.extra_fields, owner))
+            continue
+        if event.name == window:
             start, end = event.start_time_ns, event.end_time_ns
+        stack.extend((child, event) for child in event.children)
     if start is None:
         raise RuntimeError(f"no {window!r} range in the profile")
-    events.sort(key=lambda e: (e.start_time_ns, e.extra_fields.allocation_id))
-    sizes: dict[int, int] = {}
-    live, at_start, peak = 0, None, 0
-    for event in events:
-        fields = event.extra_fields
-        if at_start is None and event.start_time_ns >= start:
-            at_start = peak = live
+    allocations.sort(key=lambda a: (a[0], a[1]))  # by time; ties in the tree's order
+    made_by: dict[int, tuple] = {}
+    scratch_ids = set()
+    for _, number, fields, owner in allocations:  # a block freed by the op that made it is scratch
         if fields.alloc_size > 0:
-            sizes[fields.ptr] = fields.alloc_size
-            live += fields.alloc_size
-        else:
-            live -= sizes.pop(fields.ptr, 0)  # a block allocated before profiling started is not ours
-        if start <= event.start_time_ns <= end:
-            peak = max(peak, live)
-    return at_start or 0, peak
+            made_by[fields.ptr] = (owner, number)
+        elif fields.ptr in made_by:
+            maker, made = made_by.pop(fields.ptr)
+            if owner is not None and maker == owner:
+                scratch_ids.add(made)
+    sizes: dict[int, tuple[int, bool]] = {}
+    live = scratch = 0
+    at_start = peak = scratch_peak = None
+    for time_ns, number, fields, _ in allocations:
+        if at_start is None and time_ns >= start:
+            at_start, peak, scratch_peak = live, live, 0
+        if fields.alloc_size > 0:
+            is_scratch = number in scratch_ids
+            sizes[fields.ptr] = (fields.alloc_size, is_scratch)
+            if is_scratch:
+                scratch += fields.alloc_size
+            else:
+                live += fields.alloc_size
+        elif fields.ptr in sizes:  # a block allocated before profiling started is not ours
+            size, is_scratch = sizes.pop(fields.ptr)
+            if is_scratch:
+                scratch -= size
+            else:
+                live -= size
+        if start <= time_ns <= end:
+            peak, scratch_peak = max(peak, live), max(scratch_peak, scratch)
+    return at_start or 0, peak or 0, scratch_peak or 0
 
 
 @dataclass
@@ -227,6 +258,7 @@ class Measured:
     peak_bytes: int
     start_bytes: int  # live at the start of the warm step: weights, optimizer state, buffers, the batch
     params: int
+    scratch_bytes: int = 0  # peak of blocks CPU kernels allocate and free inside one op (not in peak_bytes)
 
 
 def measure_real_step(config: dict, knobs: dict, attn: str) -> Measured:
@@ -253,10 +285,10 @@ def measure_real_step(config: dict, knobs: dict, attn: str) -> Measured:
         with record_function("measured_step"):
             step()
         params = sum(p.numel() for p in net.parameters())
-    start, peak = _live_bytes_peak(prof, "measured_step")
+    start, peak, scratch = _live_bytes_peak(prof, "measured_step")
     del net, optimizer, prof
     gc.collect()
-    return Measured(peak_bytes=peak, start_bytes=start, params=params)
+    return Measured(peak_bytes=peak, start_bytes=start, params=params, scratch_bytes=scratch)
 
 
 # -- the trace ---------------------------------------------------------------------------------------------------
@@ -360,6 +392,10 @@ def markdown(rows: list[Row], seconds: float) -> str:
         " code in it. *traced* is the trace probe's peak for the same configuration (`traced_peak_bytes`, bytes"
         " unrounded; a search's figure also rounds each block to 512 bytes as the CUDA allocator does). *at start*"
         " is the measured live bytes when the step starts (weights, optimizer state, buffers, the batch)."
+        " *kernel scratch* is the largest total of blocks a CPU kernel allocated and freed inside one op (oneDNN's"
+        " packed GEMM operands: no tensor, and not in *measured*; a GPU's cuBLAS has its own workspace, in the CUDA"
+        " runtime reserve). Checkpointing runs with `preserve_rng_state=False`: the CPU RNG state each checkpointed"
+        " layer would save is host memory on a GPU."
         " Attention is SDPA unless the model's class has none (then eager, as a search leaves it).",
         "",
         "The profiler does not see memory outside PyTorch's allocator (oneDNN scratch), and the real step runs the"
@@ -367,8 +403,8 @@ def markdown(rows: list[Row], seconds: float) -> str:
         " independently here; on a GPU, `bench/validate_gpu.py` is the check.",
         "",
         "| model type | features | method | checkpointing | attention | traced KiB | measured KiB | error % |"
-        " at start KiB | traced params | real params | params | peak phase | s |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        " at start KiB | kernel scratch KiB | traced params | real params | params | peak phase | s |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in rows:
         if r.error:
@@ -376,7 +412,7 @@ def markdown(rows: list[Row], seconds: float) -> str:
         lines.append(
             f"| {r.arch.label} | {r.arch.features} | {r.method} | {'on' if r.checkpointing else 'off'} | {r.attn} | "
             f"{_kib(r.traced.peak_bytes)} | {_kib(r.measured.peak_bytes)} | {r.error_pct:+.2f} | "
-            f"{_kib(r.measured.start_bytes)} | {int(round(r.traced.params)):,} | {r.measured.params:,} | "
+            f"{_kib(r.measured.start_bytes)} | {_kib(r.measured.scratch_bytes)} | {int(round(r.traced.params)):,} | {r.measured.params:,} | "
             f"{'exact' if r.params_exact else 'DIFFERS'} | {r.traced.phase} | {r.seconds:.1f} |")
     if failed:
         lines += ["", "Rows that could not run (the reason; `autofit estimate --model` on such a config prints one"

@@ -3,6 +3,7 @@ in the measurement), tied weights kept tied, and attention implementations a mod
 
 import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("validate_cpu_matrix", ROOT / "bench" / "validate_cpu_matrix.py")
 matrix = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = matrix  # dataclasses look their module up while the module runs
 _spec.loader.exec_module(matrix)
 ARCH = {a.label: a for a in matrix.ARCHITECTURES}
 
@@ -28,6 +30,7 @@ FAMILIES = [
     ("phi", "full", False),  # partial rotary, biases, LayerNorm
     ("gpt_bigcode", "LoRA r8", True),  # multi-query, learned positions
     ("deepseek_v3", "LoRA r8", False),  # multi-head latent attention, MoE after a dense layer
+    ("falcon", "full", True),  # the backward's peak moves from its start to its end between 2 and 4 layers
 ]
 
 
@@ -74,7 +77,7 @@ def test_a_model_that_loses_a_shared_parameter_is_refused(monkeypatch):
     with torch.device("meta"):
         net = transformers.AutoModelForCausalLM.from_config(_spec_of("llama (tied)").hf_config())
     sharing = parameter_sharing(net)
-    assert ("model.embed_tokens.weight", "lm_head.weight") in [tuple(sorted(g)) for g in sharing.groups]
+    assert ("lm_head.weight", "model.embed_tokens.weight") in [tuple(sorted(g)) for g in sharing.groups]
     net.to_empty(device="cpu")
     monkeypatch.setattr(type(net), "tie_weights", lambda self, *a, **k: None)
     with pytest.raises(AutofitError, match="no longer shared"):

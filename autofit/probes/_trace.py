@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..gpus import GpuSpec
@@ -101,6 +101,62 @@ def _unpacked_batches():
         masking.find_packed_sequence_indices = original
 
 
+def _decoder_layers(net, depth: int) -> list:
+    """The model's decoder layers in forward order (the classes transformers keeps whole across devices,
+    _no_split_modules), or [] when they cannot be told apart."""
+    base = net.get_base_model() if hasattr(net, "get_base_model") else net
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in base.modules() if type(m).__name__ in names]
+    return layers if len(layers) == depth else []
+
+
+def _backward_position(index: int, depth: int) -> str:
+    """Which part of the backward starts when the gradient reaches decoder layer `index`'s output: the layer
+    backpropagated first (the top one), the one backpropagated last (layer 0, with the embeddings after it), or one
+    in between. The peak of each is linear in the depth: the first holds what the loss left and the inputs every
+    layer saved, the last the gradients of every other layer; a phase's peak over the whole backward is their
+    maximum, which is not linear in the depth, so the two are extrapolated separately."""
+    if index == depth - 1:
+        return "first"
+    return "last" if index == 0 else "middle"
+
+
+def _mark_layer_backward(net, depth: int, tracker: StepTracker, micro: list[int]) -> list:
+    """Forward hooks that start a sub-phase of the backward (`<backward>.first|middle|last`) when the gradient
+    reaches each decoder layer's output. Only the outputs of the traced forward are hooked, not the forward a
+    checkpointed layer recomputes during the backward. Returns the hook handles."""
+    def hook_for(index: int):
+        def forward_hook(module, args, output):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            forward = f"s2.m{micro[0]}.forward"
+            if tracker.phase_name == forward and getattr(tensor, "requires_grad", False):
+                name = f"s2.m{micro[0]}.backward.{_backward_position(index, depth)}"
+                tensor.register_hook(lambda grad: tracker.start_phase(name, "other"))
+        return forward_hook
+
+    return [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(_decoder_layers(net, depth))]
+
+
+def _fold_backward_parts(phases: dict[str, PhaseRecord], micro_steps: int) -> dict[str, PhaseRecord]:
+    """Each backward's time, FLOPs and bytes moved summed into its main record (its parts keep only their memory
+    peaks); with one layer, the layer backpropagated first is also the last."""
+    phases = dict(phases)
+    for micro in range(micro_steps):
+        head = f"s2.m{micro}.backward"
+        parts = [n for n in phases if n.startswith(head + ".")]
+        if not parts:
+            continue
+        total = phases[head]
+        phases[head] = replace(total, time_s=total.time_s + sum(phases[n].time_s for n in parts),
+                               flops=total.flops + sum(phases[n].flops for n in parts),
+                               bytes_moved=total.bytes_moved + sum(phases[n].bytes_moved for n in parts))
+        for n in parts:
+            phases[n] = replace(phases[n], time_s=0.0, flops=0.0, bytes_moved=0.0)
+        if f"{head}.first" in phases and f"{head}.last" not in phases:
+            phases[f"{head}.last"] = replace(phases[f"{head}.first"], breakdown=dict(phases[f"{head}.first"].breakdown))
+    return phases
+
+
 def _materialize_quantized(net) -> None:
     """Give each bitsandbytes layer fake quantized weights, exactly as bitsandbytes lays them out."""
     import bitsandbytes as bnb
@@ -172,6 +228,8 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer = _make_optimizer(config.optimizer, trainable)
             ids = torch.randint(0, model.vocab_size, (batch, seq))
             micro_traced = min(ga, 2)
+            current_micro = [0]
+            hooks = _mark_layer_backward(net, depth, tracker, current_micro)
             # Step 1 only has to create the optimizer state: an optimizer step on zero gradients creates
             # exactly the tensors a real first step would, without tracing a forward and backward.
             tracker.start_phase("s1.opt", "gradients")
@@ -183,6 +241,7 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer.zero_grad(set_to_none=True)
             # Step 2, the one measured: with accumulation, its second micro-step starts with gradients held.
             for micro in range(micro_traced):
+                current_micro[0] = micro
                 tracker.start_phase(f"s2.m{micro}.forward", "activations")
                 with cuda_autocast_view():  # forward and the backward's checkpoint recomputation alike
                     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -194,7 +253,9 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer.step()
             tracker.retag_phase_survivors("optimizer")
             optimizer.zero_grad(set_to_none=True)
-            phases = dict(tracker.phases)
+            for handle in hooks:
+                handle.remove()
+            phases = _fold_backward_parts(tracker.phases, micro_traced)
     return StepTrace(depth=depth, phases=phases, trainable_params=float(sum(p.numel() for p in trainable)),
                      total_params=float(sum(p.numel() for p in params)), weight_bytes=float(weight_bytes),
                      micro_steps_traced=micro_traced, wall_s=time.perf_counter() - started, depths_traced=(depth,))
@@ -209,6 +270,8 @@ def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
 
     phases = {}
     for name, pa in a.phases.items():
+        if name not in b.phases:  # a backward's middle layers: their peaks lie between its first and last
+            continue
         pb = b.phases[name]
         breakdown = {c: line(pa.breakdown.get(c, 0), pb.breakdown.get(c, 0)) for c in CATEGORIES}
         phases[name] = PhaseRecord(peak_bytes=sum(breakdown.values()), breakdown=breakdown,
