@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from autofit.errors import AutofitError
-from autofit.knobs import TrainingConfig
 from autofit.models import ModelSpec, attention_support, count_parameters
 from autofit.space import SearchSpace
 
@@ -124,17 +123,24 @@ def test_estimate_cli_on_a_gemma2_config(cli, tmp_path):
         "use --set attn_implementation=eager"]
 
 
-def test_a_model_the_trace_cannot_run_is_a_one_line_error(monkeypatch):
-    from autofit.gpus import get_gpu
-    from autofit.probes import ProbeContext, TraceProbe
-    from autofit.probes import _trace
+def test_a_model_the_trace_cannot_run_is_a_one_line_error(cli, tmp_path):
+    """peft refuses LoRA on all linear layers of a Mamba hybrid (falcon_h1): `autofit estimate` says so in one
+    line, exit 2, nothing on stdout."""
+    folder = tmp_path / "falcon-h1"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**ARCH["falcon_h1"].config(), "max_position_embeddings": 8192}))
+    done = cli("estimate", "--model", folder, "--gpu-mem", "24GB", "--set", "lora_rank=16")
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autofit: error: cannot trace falcon-h1 (model_type falcon_h1): "
+                                                   "ValueError: [PEFT:PeftType.LORA]"), lines
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("Attempting to broadcast a dimension of length 8\nsecond line")
 
-    monkeypatch.setattr(_trace, "_trace_cached", broken)
-    context = ProbeContext(usable_budget_bytes=2**40, gpu=get_gpu("h100"))
-    with pytest.raises(AutofitError) as caught:
-        TraceProbe().run(_spec_of("llama"), TrainingConfig.from_dict(_config().to_dict()), context)
-    assert str(caught.value) == ("cannot trace llama (model_type llama): RuntimeError: Attempting to broadcast a "
-                                 "dimension of length 8")
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_real_probe_builds_tied_models_tied(quantization):
+    """The cpu/cuda probes' build path (random init per module, then quantization) keeps lm_head the embedding."""
+    from autofit.probes._training import build_model
+
+    net = build_model(_spec_of("llama (tied)"), _config(lora_rank=8, quantization=quantization), "cpu")
+    base = net.get_base_model()
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight

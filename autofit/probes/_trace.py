@@ -11,8 +11,14 @@ accumulation, its second micro-step also starts with gradients held).
 
 All decoder layers of a model are alike, so the step is traced at two small depths (one and two periods
 of the model's layer pattern) and every phase's bytes and time are extrapolated linearly to the real
-depth; models of three layers or fewer are traced whole. The test suite checks the extrapolation
-against a whole trace.
+depth; models of three layers or fewer are traced whole. The backward's peak is kept apart for the decoder layer
+backpropagated first (what the loss left, every layer's saved inputs) and the one backpropagated last (every other
+layer's gradients): each is linear in the depth, their maximum is not. The test suite checks the extrapolation
+against a whole trace, and bench/validate_cpu_matrix.py the trace against real CPU steps of many architectures.
+
+Parameters the model shares (tied embeddings) are re-tied after materializing and checked against the model
+built on meta; transformers' packed-sequence detection, which cannot read fake position ids, is answered as a
+real run of unpacked batches answers it.
 
 What a trace cannot see is modelled in one place each: ZeRO and offload (_zero.py), the CUDA runtime
 reserve (autofit/budget.py), allocator rounding and kernel workspaces (_memtrack.py).
