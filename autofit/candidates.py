@@ -12,6 +12,8 @@ from .knobs import KNOBS, TrainingConfig, knob_specs
 from .rules import violated_rule
 from .space import SearchSpace
 
+ATTENTION_KNOB = "attn_implementation"
+
 
 @dataclass
 class CandidateSet:
@@ -151,3 +153,29 @@ def build_candidates(space: SearchSpace, facts: dict, gpus: int = 1, global_batc
     searched = [k for k in KNOBS if len({getattr(c, k) for c in ordered}) > 1]
     fixed = {k: getattr(ordered[0], k) for k in KNOBS if k not in searched}
     return CandidateSet(configs=ordered, searched=searched, fixed=fixed)
+
+
+def drop_unsupported_attention(space: SearchSpace, pins: dict, model) -> tuple[SearchSpace, str | None]:
+    """`space` without the attention implementations the model's transformers class cannot run (Gemma-2 has no
+    SDPA path, for one), and a line saying what was left out (None when nothing was). A pinned unsupported
+    value, or a space with no supported value left, is an AutofitError."""
+    from .models import attention_support, causal_lm_class
+
+    values, default = space.values[ATTENTION_KNOB], space.defaults[ATTENTION_KNOB]
+    support = attention_support(model, (*values, default))
+    supported = tuple(v for v in values if support[v])
+    if len(supported) == len(values) and support[default]:
+        return space, None
+    unsupported = [v for v in values if not support[v]]
+    where = f"{causal_lm_class(model).__name__} ({model.model_type})"
+    if ATTENTION_KNOB in pins:
+        raise AutofitError(f"{ATTENTION_KNOB}={pins[ATTENTION_KNOB]} is not supported by {where}; "
+                           f"use --set {ATTENTION_KNOB}=eager")
+    if not supported:
+        raise AutofitError(f"{where} supports none of the space's {ATTENTION_KNOB} values "
+                           f"({', '.join(map(str, values))}); add eager to the space")
+    restricted = SearchSpace(values={**space.values, ATTENTION_KNOB: supported},
+                             defaults={**space.defaults, ATTENTION_KNOB: default if support[default] else supported[0]},
+                             source=space.source)
+    left_out = sorted({*unsupported, *([] if support[default] else [default])}, key=str)
+    return restricted, f"{ATTENTION_KNOB} {', '.join(map(str, left_out))} left out: {where} does not support it"

@@ -20,7 +20,12 @@ Formats
                   examples/deepspeed/ds_z{0,2,3}{,_offload}_config.json, with the
                   batch/clipping/precision values left as ``"auto"`` so the
                   Hugging Face Trainer integration fills them in from the
-                  trainer arguments (no risk of a mismatch error).
+                  trainer arguments (no risk of a mismatch error). Only that
+                  integration resolves "auto" (``deepspeed.initialize`` on the
+                  file raises a TypeError), so this format also writes
+                  ``ds_config.resolved.json``: the same config with every value
+                  filled in as the integration fills it, for plain DeepSpeed
+                  scripts (the trainer formats say so in a comment).
 ``axolotl``       YAML for ``axolotl train`` (keys from
                   src/axolotl/utils/schemas/*.py, axolotl 0.19).
 
@@ -46,9 +51,12 @@ __all__ = [
     "FORMATS",
     "ExportContext",
     "deepspeed_config",
+    "needs_remote_code",
     "render",
     "render_axolotl",
     "render_deepspeed",
+    "render_deepspeed_resolved",
+    "resolved_deepspeed_config",
     "render_hf",
     "render_llamafactory",
 ]
@@ -56,6 +64,7 @@ __all__ = [
 FORMATS = ("llamafactory", "hf", "deepspeed", "axolotl")
 
 DS_FILENAME = "ds_config.json"
+DS_RESOLVED_FILENAME = "ds_config.resolved.json"
 ALLOC_ENV = "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
 
 # autofit optimizer knob -> transformers.training_args.OptimizerNames value.
@@ -88,6 +97,19 @@ class ExportContext:
     usable_budget_gib: float
     gpus: int = 1
     deepspeed_config_path: str = DS_FILENAME
+    model_config: dict | None = None  # the model's config.json values: remote code, hidden size for DeepSpeed
+
+
+def needs_remote_code(model_config: dict | None) -> bool:
+    """Whether loading the model needs trust_remote_code: its config maps classes to code in its repository
+    (auto_map), or names a model_type this transformers does not know."""
+    if not model_config:
+        return False
+    if model_config.get("auto_map"):
+        return True
+    from transformers import CONFIG_MAPPING
+
+    return model_config.get("model_type") not in CONFIG_MAPPING
 
 
 # --------------------------------------------------------------------------
@@ -295,10 +317,15 @@ def _offload_note(k: _Knobs) -> list[str]:
 
 
 def _ds_path_note(ctx: ExportContext, k: _Knobs) -> list[str]:
-    path = ctx.deepspeed_config_path
-    if k.zero == 0 or path.startswith(("/", "~")) or (len(path) > 1 and path[1] == ":"):
+    if k.zero == 0:
         return []
-    return [f"# The deepspeed path {_one_line(path)} is relative: launch from the folder that holds it."]
+    lines = [f'# {DS_FILENAME} leaves batch sizes, clipping and bf16 "auto" for the Hugging Face integration to fill'
+             f" (as this trainer does); a script calling deepspeed.initialize itself needs {DS_RESOLVED_FILENAME}"
+             " (autofit export OUT --format deepspeed)."]
+    path = ctx.deepspeed_config_path
+    if not (path.startswith(("/", "~")) or (len(path) > 1 and path[1] == ":")):
+        lines.append(f"# The deepspeed path {_one_line(path)} is relative: launch from the folder that holds it.")
+    return lines
 
 
 def _output_dir(ctx: ExportContext, k: _Knobs) -> str:
@@ -382,11 +409,47 @@ def deepspeed_config(ctx: ExportContext) -> dict | None:
     return cfg
 
 
+# transformers.TrainingArguments defaults the HF integration fills "auto" from (max_grad_norm, adam_*, weight_decay)
+_HF_DEFAULTS = {"gradient_clipping": 1.0, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+
+
+def resolved_deepspeed_config(ctx: ExportContext) -> dict | None:
+    """deepspeed_config(ctx) with every "auto" filled as transformers' HF integration fills it
+    (integrations/deepspeed.py: trainer_config_process / trainer_config_finalize) from the exported training
+    arguments, for scripts that call deepspeed.initialize themselves. Size fields derived from the model's hidden
+    size are left to DeepSpeed's defaults when the hidden size is unknown."""
+    cfg = deepspeed_config(ctx)
+    if cfg is None:
+        return None
+    k = _knobs(ctx)
+    cfg.update(train_micro_batch_size_per_gpu=k.batch, gradient_accumulation_steps=k.accum,
+               train_batch_size=k.batch * k.accum * ctx.gpus, gradient_clipping=_HF_DEFAULTS["gradient_clipping"],
+               bf16={"enabled": True})
+    if "optimizer" in cfg:
+        cfg["optimizer"]["params"] = {"lr": _learning_rate(k), "betas": _HF_DEFAULTS["betas"],
+                                      "eps": _HF_DEFAULTS["eps"], "weight_decay": _HF_DEFAULTS["weight_decay"]}
+    zero = cfg["zero_optimization"]
+    hidden = (ctx.model_config or {}).get("hidden_size")
+    sized = {"reduce_bucket_size": lambda h: h * h, "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+             "stage3_param_persistence_threshold": lambda h: 10 * h}
+    for key, size in sized.items():
+        if zero.get(key) == "auto":
+            if isinstance(hidden, int) and hidden > 0:
+                zero[key] = size(hidden)
+            else:
+                del zero[key]
+    return cfg
+
+
 def render_deepspeed(ctx: ExportContext) -> str:
     cfg = deepspeed_config(ctx)
     if cfg is None:
         raise ValueError("zero_stage is 0: no DeepSpeed config")
     return json.dumps(cfg, indent=2) + "\n"
+
+
+def render_deepspeed_resolved(ctx: ExportContext) -> str:
+    return json.dumps(resolved_deepspeed_config(ctx), indent=2) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -414,10 +477,14 @@ def render_llamafactory(ctx: ExportContext) -> str:
     lines += _offload_note(k)
     lines.append("")
 
-    items: list = ["### model", ("model_name_or_path", ctx.model_ref), ("trust_remote_code", True)]
+    items: list = ["### model", ("model_name_or_path", ctx.model_ref)]
+    if needs_remote_code(ctx.model_config):
+        items.append(("trust_remote_code", True, "the model's code lives in its repository (auto_map)"))
     items.append(("flash_attn", "sdpa" if k.attn == "sdpa" else "disabled", f"attn_implementation={k.attn}"))
     if not k.grad_ckpt:
         items.append(("disable_gradient_checkpointing", True))
+    else:  # LLaMA-Factory defaults to reentrant checkpointing; autofit traced (and its probes run) non-reentrant
+        items.append(("use_reentrant_gc", False))
     if k.quant != "none":
         items.append(("quantization_bit", 4 if k.quant == "nf4" else 8))
         items.append(("quantization_method", "bnb"))
@@ -476,10 +543,7 @@ def _model_code(ctx: ExportContext, k: _Knobs) -> list[str]:
     if k.quant != "none":
         code[-1] += ", BitsAndBytesConfig"
     if k.lora:
-        peft_imports = "LoraConfig, get_peft_model"
-        if k.quant != "none":
-            peft_imports += ", prepare_model_for_kbit_training"
-        code.append(f"from peft import {peft_imports}")
+        code.append("from peft import LoraConfig, get_peft_model")
     code.append("")
     if k.quant == "nf4":
         code += [
@@ -497,6 +561,10 @@ def _model_code(ctx: ExportContext, k: _Knobs) -> list[str]:
     code += [
         "model = AutoModelForCausalLM.from_pretrained(",
         f"    {json.dumps(ctx.model_ref)},",
+    ]
+    if needs_remote_code(ctx.model_config):
+        code.append("    trust_remote_code=True,  # the model's code lives in its repository (auto_map)")
+    code += [
         "    dtype=torch.bfloat16,  # torch_dtype= on transformers < 4.56",
         f'    attn_implementation="{k.attn}",',
     ]
@@ -505,10 +573,12 @@ def _model_code(ctx: ExportContext, k: _Knobs) -> list[str]:
     code.append(")")
     code.append(f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(ctx.model_ref)})")
     if k.quant != "none":
-        code.append(
-            "model = prepare_model_for_kbit_training(model, use_gradient_checkpointing="
-            + ("True, gradient_checkpointing_kwargs={'use_reentrant': False})" if k.grad_ckpt else "False)")
-        )
+        # not peft's prepare_model_for_kbit_training: it upcasts embeddings, lm_head and norms to fp32, memory
+        # autofit's estimate (like LLaMA-Factory) does not spend
+        code.append("# No prepare_model_for_kbit_training: its fp32 upcast of embeddings, lm_head and norms is")
+        code.append("# memory autofit's figures leave out (LLaMA-Factory does not upcast either).")
+    if k.lora and k.grad_ckpt:
+        code.append("model.enable_input_require_grads()  # checkpointed LoRA layers need grads flowing in")
     if k.lora:
         code += [
             "model = get_peft_model(model, LoraConfig(",
@@ -586,7 +656,9 @@ def render_axolotl(ctx: ExportContext) -> str:
     lines += _offload_note(k)
     lines.append("")
 
-    items: list = [("base_model", ctx.model_ref), ("trust_remote_code", True)]
+    items: list = [("base_model", ctx.model_ref)]
+    if needs_remote_code(ctx.model_config):
+        items.append(("trust_remote_code", True, "the model's code lives in its repository (auto_map)"))
     if k.quant == "nf4":
         items += [("load_in_4bit", True), ("adapter", "qlora", "NF4 + double quantization, bf16 compute")]
     elif k.quant == "int8":
@@ -632,7 +704,7 @@ def render(fmt: str, ctx: ExportContext) -> dict[str, str]:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     if fmt == "deepspeed":
-        return {DS_FILENAME: render_deepspeed(ctx)}
+        return {DS_FILENAME: render_deepspeed(ctx), DS_RESOLVED_FILENAME: render_deepspeed_resolved(ctx)}
     renderer, filename = {
         "llamafactory": (render_llamafactory, "llamafactory.yaml"),
         "hf": (render_hf, "hf_training_args.yaml"),

@@ -81,6 +81,27 @@ def count_parameters(spec: ModelSpec) -> int:
     return _count(spec.name, json.dumps(spec.config, sort_keys=True))
 
 
+# attn_implementation knob value -> the PreTrainedModel class flag that says the class can run it
+# (transformers' _sdpa_can_dispatch / _flash_attn_can_dispatch / _flex_attn_can_dispatch read the same flags)
+_ATTENTION_FLAGS = {"eager": None, "sdpa": "_supports_sdpa", "flash_attention_2": "_supports_flash_attn",
+                    "flex_attention": "_supports_flex_attn"}
+
+
+def causal_lm_class(spec: ModelSpec):
+    """The transformers class AutoModelForCausalLM builds for this model's config."""
+    import transformers
+
+    config = spec.hf_config()
+    return transformers.AutoModelForCausalLM._model_mapping[type(config)]
+
+
+def attention_support(spec: ModelSpec, values) -> dict[str, bool]:
+    """For each attention implementation in `values`, whether the model's class can run it (eager always)."""
+    cls = causal_lm_class(spec)
+    flags = {v: _ATTENTION_FLAGS.get(v) for v in values}
+    return {v: v == "eager" or (flag is not None and bool(getattr(cls, flag, False))) for v, flag in flags.items()}
+
+
 def preset_names() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in _PRESETS.iterdir() if p.name.endswith(".json"))
 

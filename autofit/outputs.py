@@ -74,7 +74,7 @@ def export_context(study: optuna.Study, rec: Recommendation) -> "exports.ExportC
         model_ref=attrs["model_ref"], model_name=attrs["model"], template=attrs.get("template"),
         config=rec.config, peak_memory_gib=rec.peak_memory_gib, tokens_per_s=rec.tokens_per_s, probe=rec.probe,
         estimated=rec.estimated, gpu_mem=attrs["gpu_mem"], usable_budget_gib=attrs["usable_budget_gib"],
-        gpus=attrs.get("gpus", 1))
+        gpus=attrs.get("gpus", 1), model_config=attrs.get("model_config"))
 
 
 def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .budget import Budget
-from .candidates import CandidateSet, build_candidates
+from .candidates import CandidateSet, build_candidates, drop_unsupported_attention
 from .errors import AutofitError
 from .gpus import GpuSpec
 from .knobs import TrainingConfig
@@ -47,6 +47,7 @@ class SearchPlan:
     gpus: int = 1
     global_batch: int | None = None
     candidates: CandidateSet = field(init=False)
+    notes: list[str] = field(init=False, default_factory=list)  # what was left out of the space, and why
 
     def __post_init__(self):
         if self.trials < 1:
@@ -67,6 +68,9 @@ class SearchPlan:
             # on the CPU host and device memory are one: ZeRO partitioning and offload cannot be measured there
             self.space = self.space.pinned({k: v for k, v in (("zero_stage", 0), ("offload", "none"))
                                             if k not in self.pins})
+        self.space, left_out = drop_unsupported_attention(self.space, self.pins, self.model)
+        if left_out:
+            self.notes.append(left_out)
         self.candidates = build_candidates(self.space, self.model.facts, gpus=self.gpus,
                                            global_batch=self.global_batch,
                                            ga_pinned="gradient_accumulation_steps" in self.pins)

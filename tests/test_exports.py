@@ -2,7 +2,7 @@
 libraries (transformers, DeepSpeed) or against key allow-lists taken from the
 trainers' own argument definitions.
 
-Run: PYTHONPATH=/work/main /work/venv/bin/python -m pytest tests/test_exports.py -q
+Run: python -m pytest tests/test_exports.py -q
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from autofit.exports import (
     render_axolotl,
     render_deepspeed,
     render_hf,
+    resolved_deepspeed_config,
     render_llamafactory,
 )
 
@@ -171,7 +172,12 @@ CASES = {
 PEAK, TPS, BUDGET = 18.73, 2345.6, 21.6
 
 
-def make_ctx(case: str, *, estimated: bool = True, ds_path: str = "ds_config.json", gpus: int = 1, **extra):
+# the model's config.json as a study stores it (a model transformers knows: no remote code)
+GLM_CONFIG = {"model_type": "glm", "hidden_size": 4096, "num_hidden_layers": 40, "vocab_size": 151552}
+
+
+def make_ctx(case: str, *, estimated: bool = True, ds_path: str = "ds_config.json", gpus: int = 1,
+             model_config: dict | None = None, **extra):
     cfg = {**BASE, **CASES[case], **extra}
     return ExportContext(
         model_ref="THUDM/glm-4-9b-chat-hf",
@@ -186,6 +192,7 @@ def make_ctx(case: str, *, estimated: bool = True, ds_path: str = "ds_config.jso
         usable_budget_gib=BUDGET,
         gpus=gpus,
         deepspeed_config_path=ds_path,
+        model_config=model_config or GLM_CONFIG,
     )
 
 
@@ -246,7 +253,9 @@ def test_render_file_sets(case):
         if zero:
             assert json.loads(files["ds_config.json"]) == deepspeed_config(ctx)
     if zero:
-        assert set(render("deepspeed", ctx)) == {"ds_config.json"}
+        files = render("deepspeed", ctx)
+        assert set(files) == {"ds_config.json", "ds_config.resolved.json"}
+        assert json.loads(files["ds_config.resolved.json"]) == resolved_deepspeed_config(ctx)
     else:
         assert deepspeed_config(ctx) is None
         with pytest.raises(ValueError, match="zero_stage is 0: no DeepSpeed config"):
@@ -351,7 +360,9 @@ def test_llamafactory_keys_and_values(case):
     assert set(data) <= allowed, set(data) - allowed
 
     assert data["model_name_or_path"] == "THUDM/glm-4-9b-chat-hf"
-    assert data["trust_remote_code"] is True
+    assert "trust_remote_code" not in data  # GLM is in transformers: no remote code
+    # LLaMA-Factory checkpoints reentrantly unless told: the export asks for what autofit traced
+    assert data.get("use_reentrant_gc") is (False if k["gradient_checkpointing"] else None)
     assert data["stage"] == "sft" and data["do_train"] is True
     assert data["template"] == "glm4"
     assert data["cutoff_len"] == k["seq_len"]
@@ -716,3 +727,88 @@ def test_relative_deepspeed_path_note():
     assert not any("is relative" in line for line in comment_lines(absolute))
     assert yaml.safe_load(absolute)["deepspeed"] == "/abs/ds_config.json"
     assert not any("is relative" in line for line in comment_lines(render_llamafactory(make_ctx("lora"))))
+
+
+# ---------------------------------------------------------------------------
+# exports train what was estimated
+
+
+@pytest.mark.parametrize("model_config,needed", [
+    (GLM_CONFIG, False),
+    ({**GLM_CONFIG, "auto_map": {"AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"}}, True),
+    ({"model_type": "chatglm", "hidden_size": 4096}, True),  # a model_type transformers does not know
+])
+def test_trust_remote_code_only_where_the_model_needs_it(model_config, needed):
+    ctx = make_ctx("qlora_nf4", model_config=model_config)
+    assert yaml.safe_load(render_llamafactory(ctx)).get("trust_remote_code", False) is needed
+    assert yaml.safe_load(render_axolotl(ctx)).get("trust_remote_code", False) is needed
+    assert ("trust_remote_code=True" in render_hf(ctx)) is needed
+
+
+def _hf_model_code(text: str) -> str:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#   import torch"))
+    code = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        code.append(line[4:] if line.startswith("#   ") else "")
+    return "\n".join(code)
+
+
+def test_hf_qlora_code_keeps_embeddings_and_norms_in_bf16(tmp_path):
+    """The HF export's model code, run for real (a tiny model, bitsandbytes 4-bit on the CPU): no fp32 upcast of
+    embeddings, lm_head or norms (what peft's prepare_model_for_kbit_training would add), LoRA adapters in fp32,
+    as the trace assumes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path / "tiny-llama"
+    LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=256, tie_word_embeddings=False)).save_pretrained(path)
+    ctx = dataclasses.replace(make_ctx("qlora_nf4"), model_ref=str(path))
+    code = _hf_model_code(render_hf(ctx))
+    assert "prepare_model_for_kbit_training(" not in code
+    assert "model.enable_input_require_grads()" in code
+    code = "\n".join(line for line in code.splitlines() if not line.startswith("tokenizer = "))  # no tokenizer files
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "hf_training_args.yaml", "exec"), namespace)
+    model = namespace["model"]
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert base.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert base.model.norm.weight.dtype == torch.bfloat16
+    assert {p.dtype for n, p in model.named_parameters() if p.requires_grad} == {torch.float32}
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("case", ZERO_CASES)
+def test_resolved_deepspeed_config_is_what_the_hf_integration_runs(case, tmp_path, tiny_model):
+    """ds_config.resolved.json equals ds_config.json as the HF integration fills it, and loads in plain DeepSpeed,
+    which refuses the "auto" file itself."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers import TrainingArguments
+
+    ds_path = tmp_path / "ds_config.json"
+    ctx = make_ctx(case, ds_path=str(ds_path), model_config={"model_type": "llama",
+                                                              "hidden_size": tiny_model.config.hidden_size})
+    ds_path.write_text(render_deepspeed(ctx))
+    data = yaml.safe_load(render_hf(ctx))
+    data["output_dir"] = str(tmp_path / "out")
+    extra = {} if torch.cuda.is_available() else {"use_cpu": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        args = TrainingArguments(**data, **extra)
+    hf_ds = args.hf_deepspeed_config
+    hf_ds.trainer_config_finalize(args, tiny_model, num_training_steps=100)
+    resolved = json.loads(render("deepspeed", ctx)["ds_config.resolved.json"])
+    filled = {k: v for k, v in hf_ds.config.items() if k != "steps_per_print"}  # a logging value it adds
+    assert resolved == filled
+    assert "auto" not in list(_walk(resolved))
+    ds = DeepSpeedConfig(resolved)
+    assert ds.train_micro_batch_size_per_gpu == knobs(case)["per_device_train_batch_size"]
+    with pytest.raises(TypeError):
+        DeepSpeedConfig(json.loads(render_deepspeed(ctx)))
+    note = [line for line in comment_lines(render_llamafactory(ctx)) if "ds_config.resolved.json" in line]
+    assert note and '"auto"' in note[0]

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..budget import make_budget
+from ..candidates import drop_unsupported_attention
 from ..models import resolve_model
 from ..probes import ProbeContext, TraceProbe
 from ..rules import check_valid
@@ -20,7 +21,9 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
     positive(gpus, "--gpus")
     spec = resolve_model(model)
     budget = make_budget(gpu_mem, headroom)
-    config = load_space(space, parse_pins(sets)).default_config()
+    pins = parse_pins(sets)
+    search_space, left_out = drop_unsupported_attention(load_space(space, pins), pins, spec)
+    config = search_space.default_config()
     check_valid(config, spec.facts)
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     result = TraceProbe().run(spec, config, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
@@ -31,6 +34,7 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
         "step_time_s": round(result.step_time_s, 4), "gpu": card.key, "gpu_source": source, "gpus": gpus,
         "config": config.to_dict(), "breakdown_gib": {k: round(v, 3) for k, v in result.breakdown_gib.items()},
         "peak_phase": result.details.get("peak_phase"), "trainable_params": result.details.get("trainable_params"),
+        "notes": [left_out] if left_out else [],
     }
 
 
@@ -43,6 +47,8 @@ def estimate_command(model, gpu_mem, sets, space, gpu, gpus, headroom, as_json) 
     verdict = "[green]fits[/]" if data["fits"] else "[red]does not fit[/]"
     console.print(f"[bold]{data['model']}[/] ({data['params']:,} parameters) on {gpu_mem}: usable "
                   f"{data['usable_budget_gib']:.2f} GiB. Trace probe: numbers are [yellow]estimated[/].")
+    for note in data["notes"]:
+        console.print(note, highlight=False)
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in data["config"].items()))
     table = Table(title="peak memory breakdown (GiB, estimated)")
     table.add_column("part")

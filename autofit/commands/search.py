@@ -109,6 +109,8 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
                   f"{budget.reserve_source}, headroom {budget.headroom:.0%}). Throughput for {card.name} "
                   f"({card_source}). Probe: {prober.name}"
                   + (" - memory and tokens/s are [yellow]estimated[/]" if prober.estimated else "") + ".")
+    for note in plan.notes:
+        console.print(note, highlight=False)
     console.print(f"{len(plan.candidates):,} valid configurations; searching {', '.join(plan.candidates.searched)}.",
                   highlight=False)
     check_budget_reachable(plan)

@@ -11,8 +11,14 @@ accumulation, its second micro-step also starts with gradients held).
 
 All decoder layers of a model are alike, so the step is traced at two small depths (one and two periods
 of the model's layer pattern) and every phase's bytes and time are extrapolated linearly to the real
-depth; models of three layers or fewer are traced whole. The test suite checks the extrapolation
-against a whole trace.
+depth; models of three layers or fewer are traced whole. The backward's peak is kept apart for the decoder layer
+backpropagated first (what the loss left, every layer's saved inputs) and the one backpropagated last (every other
+layer's gradients): each is linear in the depth, their maximum is not. The test suite checks the extrapolation
+against a whole trace, and bench/validate_cpu_matrix.py the trace against real CPU steps of many architectures.
+
+Parameters the model shares (tied embeddings) are re-tied after materializing and checked against the model
+built on meta; transformers' packed-sequence detection, which cannot read fake position ids, is answered as a
+real run of unpacked batches answers it.
 
 What a trace cannot see is modelled in one place each: ZeRO and offload (_zero.py), the CUDA runtime
 reserve (autofit/budget.py), allocator rounding and kernel workspaces (_memtrack.py).
@@ -25,7 +31,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..gpus import GpuSpec
@@ -35,7 +41,8 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
 from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
-from ._training import add_lora, cuda_autocast_view, make_optimizer, meta_model
+from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
+                        restore_parameter_sharing)
 from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
 
 
@@ -82,6 +89,78 @@ def _build_model(model: ModelSpec, config: TrainingConfig, depth: int):
     if model.config.get("layer_types"):
         overrides["layer_types"] = list(model.config["layer_types"])[:depth]
     return add_lora(meta_model(model, config, **overrides), config)
+
+
+@contextlib.contextmanager
+def _unpacked_batches():
+    """transformers decides whether a batch holds packed sequences by reading position ids, and on fake tensors
+    (it cannot read them) assumes it may: it then builds a full attention mask, and SDPA with a mask repeats the
+    KV heads of grouped-query attention, neither of which a real run does. A synthetic batch is one sequence per
+    row, so answer what the real check finds: not packed."""
+    import transformers.masking_utils as masking
+
+    original = masking.find_packed_sequence_indices
+    masking.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = original
+
+
+def _decoder_layers(net, depth: int) -> list:
+    """The model's decoder layers in forward order (the classes transformers keeps whole across devices,
+    _no_split_modules), or [] when they cannot be told apart."""
+    base = net.get_base_model() if hasattr(net, "get_base_model") else net
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in base.modules() if type(m).__name__ in names]
+    return layers if len(layers) == depth else []
+
+
+def _backward_position(index: int, depth: int) -> str:
+    """Which part of the backward starts when the gradient reaches decoder layer `index`'s output: the layer
+    backpropagated first (the top one), the one backpropagated last (layer 0, with the embeddings after it), or one
+    in between. The peak of each is linear in the depth: the first holds what the loss left and the inputs every
+    layer saved, the last the gradients of every other layer; a phase's peak over the whole backward is their
+    maximum, which is not linear in the depth, so the two are extrapolated separately."""
+    if index == depth - 1:
+        return "first"
+    return "last" if index == 0 else "middle"
+
+
+def _mark_layer_backward(net, depth: int, tracker: StepTracker, micro: list[int]) -> list:
+    """Forward hooks that start a sub-phase of the backward (`<backward>.first|middle|last`) when the gradient
+    reaches each decoder layer's output. Only the outputs of the traced forward are hooked, not the forward a
+    checkpointed layer recomputes during the backward. Returns the hook handles."""
+    def hook_for(index: int):
+        def forward_hook(module, args, output):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            forward = f"s2.m{micro[0]}.forward"
+            if tracker.phase_name == forward and getattr(tensor, "requires_grad", False):
+                name = f"s2.m{micro[0]}.backward.{_backward_position(index, depth)}"
+                tensor.register_hook(lambda grad: tracker.start_phase(name, "other"))
+        return forward_hook
+
+    return [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(_decoder_layers(net, depth))]
+
+
+def _fold_backward_parts(phases: dict[str, PhaseRecord], micro_steps: int) -> dict[str, PhaseRecord]:
+    """Each backward's time, FLOPs and bytes moved summed into its main record (its parts keep only their memory
+    peaks); with one layer, the layer backpropagated first is also the last."""
+    phases = dict(phases)
+    for micro in range(micro_steps):
+        head = f"s2.m{micro}.backward"
+        parts = [n for n in phases if n.startswith(head + ".")]
+        if not parts:
+            continue
+        total = phases[head]
+        phases[head] = replace(total, time_s=total.time_s + sum(phases[n].time_s for n in parts),
+                               flops=total.flops + sum(phases[n].flops for n in parts),
+                               bytes_moved=total.bytes_moved + sum(phases[n].bytes_moved for n in parts))
+        for n in parts:
+            phases[n] = replace(phases[n], time_s=0.0, flops=0.0, bytes_moved=0.0)
+        if f"{head}.first" in phases and f"{head}.last" not in phases:
+            phases[f"{head}.last"] = replace(phases[f"{head}.first"], breakdown=dict(phases[f"{head}.first"].breakdown))
+    return phases
 
 
 def _materialize_quantized(net) -> None:
@@ -133,12 +212,14 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
     started = time.perf_counter()
     with _quiet():
         net = _build_model(model, config, depth)
+        sharing = parameter_sharing(net)
         if config.quantization != "none" or config.optimizer != "adamw_torch":
             _prime_bitsandbytes()
         tracker = StepTracker(roofline, vocab_size=model.vocab_size, round_bytes=round_bytes)
         batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
-        with FakeTensorMode(allow_non_fake_inputs=True), tracker:
+        with FakeTensorMode(allow_non_fake_inputs=True), tracker, _unpacked_batches():
             net.to_empty(device="cpu")
+            restore_parameter_sharing(net, sharing)  # to_empty() unties tied embeddings: a second lm_head otherwise
             _materialize_quantized(net)
             if config.gradient_checkpointing:
                 net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -153,6 +234,8 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer = _make_optimizer(config.optimizer, trainable)
             ids = torch.randint(0, model.vocab_size, (batch, seq))
             micro_traced = min(ga, 2)
+            current_micro = [0]
+            hooks = _mark_layer_backward(net, depth, tracker, current_micro)
             # Step 1 only has to create the optimizer state: an optimizer step on zero gradients creates
             # exactly the tensors a real first step would, without tracing a forward and backward.
             tracker.start_phase("s1.opt", "gradients")
@@ -164,6 +247,7 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer.zero_grad(set_to_none=True)
             # Step 2, the one measured: with accumulation, its second micro-step starts with gradients held.
             for micro in range(micro_traced):
+                current_micro[0] = micro
                 tracker.start_phase(f"s2.m{micro}.forward", "activations")
                 with cuda_autocast_view():  # forward and the backward's checkpoint recomputation alike
                     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -175,7 +259,9 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
             optimizer.step()
             tracker.retag_phase_survivors("optimizer")
             optimizer.zero_grad(set_to_none=True)
-            phases = dict(tracker.phases)
+            for handle in hooks:
+                handle.remove()
+            phases = _fold_backward_parts(tracker.phases, micro_traced)
     return StepTrace(depth=depth, phases=phases, trainable_params=float(sum(p.numel() for p in trainable)),
                      total_params=float(sum(p.numel() for p in params)), weight_bytes=float(weight_bytes),
                      micro_steps_traced=micro_traced, wall_s=time.perf_counter() - started, depths_traced=(depth,))
@@ -190,6 +276,8 @@ def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
 
     phases = {}
     for name, pa in a.phases.items():
+        if name not in b.phases:  # a backward's middle layers: their peaks lie between its first and last
+            continue
         pb = b.phases[name]
         breakdown = {c: line(pa.breakdown.get(c, 0), pb.breakdown.get(c, 0)) for c in CATEGORIES}
         phases[name] = PhaseRecord(peak_bytes=sum(breakdown.values()), breakdown=breakdown,
@@ -224,8 +312,34 @@ def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec) -> StepTr
                             launch_s=constants["kernel_launch_us"] * 1e-6)
     traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
                             zero_stage=0, offload="none", allocator="default")
-    return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, traced, roofline,
-                         int(constants["allocator_round_bytes"]))
+    return _traced(model, traced, roofline, int(constants["allocator_round_bytes"]))
+
+
+def _traced(model: ModelSpec, config: TrainingConfig, roofline: RooflineSpec, round_bytes: int) -> StepTrace:
+    """The cached trace; a model transformers, peft or bitsandbytes cannot run on fake tensors is an
+    AutofitError naming the model type and the first line of the reason (one line, no traceback)."""
+    from ..errors import AutofitError
+
+    try:
+        return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, config, roofline, round_bytes)
+    except AutofitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library error while building or stepping the model
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise AutofitError(f"cannot trace {model.name} (model_type {model.config.get('model_type')}): "
+                           f"{type(exc).__name__}: {reason}") from None
+
+
+def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int = 1) -> tuple[float, StepTrace]:
+    """Peak live tensor bytes of one traced training step (zero_stage 0, the model's own depth) and the trace.
+    `round_bytes` 1 counts bytes as the CPU allocator does (no block rounding): what bench/validate_cpu_matrix.py
+    compares with a real CPU step; the probe itself rounds as the CUDA allocator does (runtime.yaml)."""
+    if config.zero_stage:
+        raise ValueError("traced_peak_bytes is for zero_stage 0")
+    roofline = RooflineSpec(flops_per_s=1e15, bytes_per_s=1e12, launch_s=0.0)  # time is not asked for here
+    trace = _traced(model, config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
+                                          allocator="default"), roofline, round_bytes)
+    return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
 def _step_time(trace: StepTrace, ga: int) -> float:

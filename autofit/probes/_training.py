@@ -54,6 +54,53 @@ def meta_model(model: ModelSpec, config: TrainingConfig, **overrides: Any):
     return net
 
 
+@dataclass(frozen=True)
+class ParameterSharing:
+    """Which parameters a model shares (tied input/output embeddings, shared experts: one Parameter under
+    several names) and how many distinct parameter elements it has, read from the model as built on meta."""
+
+    groups: tuple[tuple[str, ...], ...]
+    count: int
+
+
+def parameter_sharing(net) -> ParameterSharing:
+    """The sharing of `net` as it stands (call on the meta-built model, before materializing it)."""
+    names_by_param: dict[int, list[str]] = {}
+    for name, param in net.named_parameters(remove_duplicate=False):
+        names_by_param.setdefault(id(param), []).append(name)
+    return ParameterSharing(groups=tuple(tuple(n) for n in names_by_param.values() if len(n) > 1),
+                            count=logical_parameter_count(net))
+
+
+def logical_parameter_count(net) -> int:
+    """Distinct parameter elements, a quantized linear weight counted as its in x out elements (packed, a 4-bit
+    weight holds half as many bytes as elements), so the count is the same before and after quantizing."""
+    quantized_weights = {}
+    for module in net.modules():
+        if type(module).__name__ in ("Linear4bit", "Linear8bitLt") and hasattr(module, "in_features"):
+            quantized_weights[id(module.weight)] = module.in_features * module.out_features
+    return sum(quantized_weights.get(id(p), p.numel()) for p in net.parameters())
+
+
+def restore_parameter_sharing(net, expected: ParameterSharing) -> None:
+    """Re-tie what materializing untied, with the model's own tie_weights(): `to_empty()` gives each module a
+    new Parameter, so a tied lm_head would otherwise be a second vocab x hidden matrix (and, trained, a second
+    gradient and Adam state). Then check that every group the meta-built model shared is one Parameter again
+    and that the parameter count is the model's own; raise AutofitError naming what differs."""
+    from ..errors import AutofitError
+
+    base = net.get_base_model() if hasattr(net, "get_base_model") else net
+    if expected.groups and hasattr(base, "tie_weights"):
+        base.tie_weights()
+    params = dict(net.named_parameters(remove_duplicate=False))
+    broken = [group for group in expected.groups if len({id(params.get(name)) for name in group}) != 1]
+    count = logical_parameter_count(net)
+    if broken or count != expected.count:
+        what = f"parameters {', '.join(' = '.join(g) for g in broken)} are no longer shared; " if broken else ""
+        raise AutofitError(f"{type(base).__name__}: materializing the model changed it: {what}"
+                           f"{count:,} parameters instead of the model's {expected.count:,}")
+
+
 @contextlib.contextmanager
 def cuda_autocast_view():
     """While active, `torch.is_autocast_enabled()` asked without a device (which means CUDA) answers for the CPU's
@@ -92,6 +139,7 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
     import torch
 
     net = meta_model(model, config)
+    sharing = parameter_sharing(net)
     quantized = [m for m in net.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
     std = getattr(net.config, "initializer_range", 0.02)
     with torch.no_grad():
@@ -112,7 +160,8 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
         for module in net.modules():
             if id(module) not in done:
                 module.to_empty(device=device, recurse=False)
-        net.init_weights()  # random weights for the rest, and the real rotary buffers
+        net.init_weights()  # random weights for the rest, and the real rotary buffers (it also ties weights)
+    restore_parameter_sharing(net, sharing)
     net = add_lora(net, config)
     if config.gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
