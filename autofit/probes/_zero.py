@@ -68,26 +68,29 @@ def apply_zero(breakdown: dict[str, float], phase: str, config: TrainingConfig, 
     return out
 
 
-def zero_step_overhead_s(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
-                         cpu_adam_bytes_per_param: float, cpu_adam_bandwidth_gbs: float) -> float:
-    """Seconds per optimizer step that ZeRO collectives and CPU offload add to the traced compute time."""
+def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
+                         constants: dict) -> dict[str, float]:
+    """Seconds per optimizer step that ZeRO collectives and CPU offload add to the traced compute time:
+    transfers under "offload_communication", DeepSpeedCPUAdam under "optimizer"."""
+    parts = {"offload_communication": 0.0, "optimizer": 0.0}
     if config.zero_stage == 0:
-        return 0.0
+        return parts
     n = max(1, gpus)
     ga = config.gradient_accumulation_steps
     peer = gpu.peer_link_gbs * 1e9
     host = gpu.host_link_gbs * 1e9
-    seconds = 0.0
+    moved = 0.0
     if n > 1:
         share = (n - 1) / n
         grad_bytes = BF16_BYTES * sizes.trainable_params * share
-        seconds += 2 * grad_bytes / peer  # reduce-scatter gradients, all-gather updated parameters
+        moved += 2 * grad_bytes / peer  # reduce-scatter gradients, all-gather updated parameters
         if config.zero_stage == 3:
-            seconds += ga * 2 * BF16_BYTES * sizes.total_params * share / peer  # gather for forward and backward
+            moved += ga * 2 * BF16_BYTES * sizes.total_params * share / peer  # gather for forward and backward
     if config.offload != "none":
         part = sizes.trainable_params / n
-        seconds += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
-        seconds += part * cpu_adam_bytes_per_param / (cpu_adam_bandwidth_gbs * 1e9)
+        moved += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
+        parts["optimizer"] = part * constants["cpu_adam_bytes_per_param"] / (constants["cpu_adam_bandwidth_gbs"] * 1e9)
     if config.offload == "all":
-        seconds += ga * 2 * BF16_BYTES * sizes.total_params / n / host  # parameters in for forward and backward
-    return seconds
+        moved += ga * 2 * BF16_BYTES * sizes.total_params / n / host  # parameters in for forward and backward
+    parts["offload_communication"] = moved
+    return parts
