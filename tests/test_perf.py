@@ -159,3 +159,21 @@ def test_breakdown_reaches_the_probe_and_qlora_pays_dequantization():
     assert qlora.details["time_breakdown_s"]["dequantization"] > 0
     gpu_busy = [sum(v for k, v in r.details["time_breakdown_s"].items() if k != "overhead") for r in (lora, qlora)]
     assert gpu_busy[1] > gpu_busy[0]  # the same GEMMs, plus dequantization
+
+
+def test_report_shows_the_time_breakdown_of_the_front(tmp_path):
+    from autofit.budget import make_budget
+    from autofit.report import render_report
+    from autofit.search import SearchPlan, open_study, run_search
+
+    pins = {"seq_len": 256}
+    plan = SearchPlan(model=resolve_model("glm-tiny"), space=SearchSpace.load().pinned(pins), pins=pins,
+                      budget=make_budget("1.2GB"), gpu=get_gpu("a100-80gb"), gpu_source="named", probe=TraceProbe(),
+                      trials=4, storage=f"sqlite:///{tmp_path}/t.db", study_name="t", seed=0)
+    study = open_study(plan)
+    run_search(plan, study)
+    probed = [t for t in study.trials if "details" in t.user_attrs]  # not the ones inferred without a probe
+    assert probed and all(set(t.user_attrs["details"]["time_breakdown_s"]) == set(TIME_PARTS) for t in probed)
+    page = render_report(study)
+    section = page[page.index("id='time'"):page.index("id='knobs'")]
+    assert "ms per 1,000 tokens per GPU (estimated)" in section and "matmul" in section
