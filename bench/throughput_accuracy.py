@@ -43,9 +43,11 @@ DOC = ROOT / "docs" / "throughput-accuracy.md"
 KNOBS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank", "quantization",
          "gradient_checkpointing", "zero_stage", "offload", "optimizer", "attn_implementation")
 PRICED_PHASES = ("forward", "backward", "opt")
+# Part of every cache key: bump it when what StepTracker files per op changes, so old traces are not reused.
+TRACE_FORMAT = 2
 # The constants fitted on the calibration set, with the range searched; every other constant is judged.
 FITTED = {"gemm_half_dim": (8.0, 1024.0), "dequant_bandwidth_efficiency": (0.01, 1.0),
-          "cpu_op_overhead_us": (1.0, 100.0)}
+          "cpu_op_overhead_us": (1.0, 100.0), "bnb_op_overhead_us": (1.0, 500.0)}
 
 
 def _config(row, default):
@@ -59,7 +61,7 @@ def _config(row, default):
 def _key(model, config) -> str:
     traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2), zero_stage=0,
                             offload="none")
-    blob = json.dumps([model.config, traced.to_dict()], sort_keys=True)
+    blob = json.dumps([TRACE_FORMAT, model.config, traced.to_dict()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -128,7 +130,8 @@ def fit(rows: list[dict], trials: int, seed: int = 0) -> dict:
 
 def _stats(frame: pd.DataFrame, column: str) -> dict:
     err = (frame[column] / frame["tokens_per_s"] - 1).abs() * 100
-    rho = frame[column].corr(frame["tokens_per_s"], method="spearman") if len(frame) > 2 else float("nan")
+    # Spearman = Pearson on ranks (average ranks for ties), as scipy.stats.spearmanr computes it
+    rho = frame[column].rank().corr(frame["tokens_per_s"].rank()) if len(frame) > 2 else float("nan")
     return {"spearman": rho, "median_abs_err_pct": err.median(), "p90_abs_err_pct": err.quantile(0.9)}
 
 

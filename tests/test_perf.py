@@ -15,7 +15,8 @@ from autofit.units import GIB
 PEAK, BW = 100e12, 1e12  # a made-up card: 100 TFLOP/s, 1 TB/s
 PERF = PerfModel(peak_flops=PEAK, bandwidth=BW, gemm_max_efficiency=0.8, gemm_half_dim=64,
                  attention_forward_efficiency=0.5, attention_backward_efficiency=0.4, bandwidth_efficiency=0.8,
-                 dequant_bandwidth_efficiency=0.2, kernel_launch_us=2.0, cpu_op_overhead_us=10.0)
+                 dequant_bandwidth_efficiency=0.2, kernel_launch_us=2.0, cpu_op_overhead_us=10.0,
+                 bnb_op_overhead_us=50.0)
 
 
 def traced_ops(fn, phase="s2.m0.forward"):
@@ -104,6 +105,18 @@ def test_causal_attention_forward_and_backward():
     assert PERF.op_seconds(bwd)[1] == pytest.approx(bwd.flops / (PEAK * 0.4) + 2e-6)
 
 
+def test_attention_with_transformers_causal_mask_is_priced_causal():
+    b, h, s, d = 1, 4, 512, 64
+
+    def attend():
+        q = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+        mask = torch.ones(s, s, dtype=torch.bool).tril()
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    fwd, _ = only(traced_ops(attend), "attn_fwd")
+    assert fwd.flops == 4 * b * h * s * s * d / 2
+
+
 def test_elementwise_and_optimizer_at_bandwidth():
     ops = traced_ops(lambda: torch.empty(1024, 1024, dtype=torch.float32) * 2)
     op, _ = only(ops, "elementwise")
@@ -177,3 +190,22 @@ def test_report_shows_the_time_breakdown_of_the_front(tmp_path):
     page = render_report(study)
     section = page[page.index("id='time'"):page.index("id='knobs'")]
     assert "ms per 1,000 tokens per GPU (estimated)" in section and "matmul" in section
+
+
+def test_zero3_collectives_and_deepspeed_adam_by_hand():
+    from autofit.probes._zero import ModelSizes, zero_step_time_parts
+    from autofit.runtime import runtime_constants
+
+    constants = runtime_constants()
+    gpu = get_gpu("a100-80gb")  # NVLink 300 GB/s, HBM 2039 GB/s
+    sizes = ModelSizes(trainable_params=1e8, total_params=1e10, layer_weight_bytes=0, hidden_size=4096)
+    config = SearchSpace.load().default_config().replace(zero_stage=3, offload="none", gradient_accumulation_steps=2,
+                                                         gradient_checkpointing=True)
+    parts = zero_step_time_parts(config, sizes, gpu, 4, constants)
+    peer = 300e9 * constants["collective_efficiency"]
+    grads = 2 * 1e8 * 3 / 4 / peer
+    gathers = 2 * 3 * 2 * 1e10 * 3 / 4 / peer  # 2 micro-steps x (forward, recompute, backward) x bf16
+    assert parts["offload_communication"] == pytest.approx(2 * grads + grads + gathers)
+    assert parts["optimizer"] == pytest.approx(1e8 / 4 * 30 / (2039e9 * constants["bandwidth_efficiency"]))
+    single = zero_step_time_parts(config.replace(zero_stage=0), sizes, gpu, 1, constants)
+    assert sum(single.values()) == 0

@@ -219,10 +219,10 @@ class StepTracker(TorchDispatchMode):
         record = self.phases[self.phase_name]
         record.flops += flops
         record.bytes_moved += moved
-        key = self._op_key(packet, args, inputs, flops, moved)
+        key = self._op_key(packet, args, kwargs, inputs, flops, moved)
         record.ops[key] = record.ops.get(key, 0.0) + 1.0
 
-    def _op_key(self, packet, args, inputs, flops: float, moved: int) -> OpKey:
+    def _op_key(self, packet, args, kwargs, inputs, flops: float, moved: int) -> OpKey:
         """File an op for the performance model (_perf.py)."""
         # checkpointing re-runs the forward inside the autograd engine with grad mode on; the engine runs the
         # backward itself with grad mode off
@@ -241,7 +241,12 @@ class StepTracker(TorchDispatchMode):
             return OpKey("gemm_4bit", recompute, m=int(a.numel() // a.shape[-1]), n=int(shape[0]), k=int(shape[1]),
                          flops=flops, bytes_moved=moved)
         if packet in self._attention:
-            return OpKey(self._attention[packet], recompute, flops=flops, bytes_moved=moved)
+            kind = self._attention[packet]
+            causal = kwargs.get("is_causal", args[4 if kind == "attn_fwd" else 7]
+                                if len(args) > (4 if kind == "attn_fwd" else 7) else False)
+            # A decoder traced on unpadded batches gets transformers' causal mask as attn_mask on the CPU; the CUDA
+            # flash / sdpa kernels trainers run take it as is_causal and skip the masked half.
+            return OpKey(kind, recompute, flops=flops if causal else flops / 2, bytes_moved=moved)
         if any(t.dtype in _QUANTIZED for t in inputs):
             return OpKey("dequant", recompute, bytes_moved=moved)
         return OpKey("elementwise", recompute, bytes_moved=moved)

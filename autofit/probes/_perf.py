@@ -17,8 +17,10 @@ depth like every other quantity. `PerfModel.price` turns such a table into secon
   apart; eager attention is the GEMMs and softmax it is made of.
 - elementwise, norm, rope, loss and copies: bytes at bandwidth_efficiency.
 - optimizer: the optimizer step's ops (foreach AdamW, bitsandbytes 8-bit), bytes at bandwidth.
-- overhead: PyTorch eager dispatch costs cpu_op_overhead_us of host time per op. The host runs ahead of the
-  GPU, so a micro-step takes max(GPU time, host time); what the host adds beyond the GPU is overhead.
+- overhead: PyTorch eager dispatch costs cpu_op_overhead_us of host time per op, and a bitsandbytes op
+  (4-bit matmul, dequantization) bnb_op_overhead_us, since each runs through peft's and bitsandbytes' Python
+  layers (quant-state checks, double-quantization statistics). The host runs ahead of the GPU, so a
+  micro-step takes max(GPU time, host time); what the host adds beyond the GPU is overhead.
 Recompute (ops re-run by gradient checkpointing in the backward) is reported as its own part.
 Constants live in autofit/data/runtime.yaml, the card's figures in autofit/data/gpus.yaml.
 """
@@ -59,6 +61,7 @@ class PerfModel:
     dequant_bandwidth_efficiency: float
     kernel_launch_us: float
     cpu_op_overhead_us: float
+    bnb_op_overhead_us: float
 
     @classmethod
     def for_gpu(cls, gpu, constants: dict) -> PerfModel:
@@ -109,10 +112,11 @@ class PerfModel:
     def price(self, ops: dict[OpKey, float]) -> dict[str, float]:
         """Seconds per part (TIME_PARTS) of a phase given as {op: count}."""
         parts = dict.fromkeys(TIME_PARTS, 0.0)
-        host_ops = 0.0
+        host_s = 0.0
         for op, count in ops.items():
             part, seconds, dequant = self.op_seconds(op)
-            host_ops += count
+            quantized = op.kind in ("gemm_4bit", "dequant")
+            host_s += count * (self.bnb_op_overhead_us if quantized else self.cpu_op_overhead_us) * 1e-6
             if op.recompute:
                 parts["recompute"] += count * seconds
                 continue
@@ -121,14 +125,14 @@ class PerfModel:
                 seconds -= dequant
             parts[part] += count * seconds
         gpu = sum(parts.values())
-        parts["overhead"] = max(0.0, host_ops * self.cpu_op_overhead_us * 1e-6 - gpu)
+        parts["overhead"] = max(0.0, host_s - gpu)
         return parts
 
 
 # The runtime.yaml names of PerfModel's constants (everything but the card's own figures).
 PERF_CONSTANTS = ("gemm_max_efficiency", "gemm_half_dim", "attention_forward_efficiency",
                   "attention_backward_efficiency", "bandwidth_efficiency", "dequant_bandwidth_efficiency",
-                  "kernel_launch_us", "cpu_op_overhead_us")
+                  "kernel_launch_us", "cpu_op_overhead_us", "bnb_op_overhead_us")
 
 
 def add_parts(*parts: dict[str, float], scale: tuple[float, ...] | None = None) -> dict[str, float]:

@@ -247,8 +247,10 @@ def estimate_step_time(trace: StepTrace, model: ModelSpec, config: TrainingConfi
                        constants: dict) -> dict[str, float]:
     """Seconds per optimizer step by part on `gpu`: the traced step priced by the performance model, plus
     what ZeRO and offload add (_zero.py)."""
-    return add_parts(step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants)),
-                     zero_step_time_parts(config, model_sizes(trace, model), gpu, gpus, constants))
+    traced = step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants))
+    if config.zero_stage > 0:
+        traced["optimizer"] = 0.0  # DeepSpeed runs its own Adam, priced in _zero.py
+    return add_parts(traced, zero_step_time_parts(config, model_sizes(trace, model), gpu, gpus, constants))
 
 
 class TraceProbe(Probe):
