@@ -198,7 +198,8 @@ def test_zero3_collectives_and_deepspeed_adam_by_hand():
 
     constants = runtime_constants()
     gpu = get_gpu("a100-80gb")  # NVLink 300 GB/s, HBM 2039 GB/s
-    sizes = ModelSizes(trainable_params=1e8, total_params=1e10, layer_weight_bytes=0, hidden_size=4096)
+    sizes = ModelSizes(trainable_params=1e8, total_params=1e10, layer_weight_bytes=0, hidden_size=4096,
+                       weight_bytes=2e10)
     config = SearchSpace.load().default_config().replace(zero_stage=3, offload="none", gradient_accumulation_steps=2,
                                                          gradient_checkpointing=True)
     parts = zero_step_time_parts(config, sizes, gpu, 4, constants)

@@ -240,7 +240,7 @@ def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel) -> dict[str, flo
 def model_sizes(trace: StepTrace, model: ModelSpec) -> ModelSizes:
     return ModelSizes(trainable_params=trace.trainable_params, total_params=trace.total_params,
                       layer_weight_bytes=trace.weight_bytes / max(1, model.num_layers),
-                      hidden_size=int(model.config.get("hidden_size", 0)))
+                      hidden_size=int(model.config.get("hidden_size", 0)), weight_bytes=trace.weight_bytes)
 
 
 def estimate_step_time(trace: StepTrace, model: ModelSpec, config: TrainingConfig, gpu: GpuSpec, gpus: int,

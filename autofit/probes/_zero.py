@@ -39,6 +39,7 @@ class ModelSizes:
     total_params: float
     layer_weight_bytes: float  # one decoder layer's weights as stored (quantized or bf16)
     hidden_size: int
+    weight_bytes: float = 0.0  # all weights as stored (what ZeRO-3 gathers or brings in from the host)
 
 
 def apply_zero(breakdown: dict[str, float], phase: str, config: TrainingConfig, sizes: ModelSizes,
@@ -90,6 +91,9 @@ def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec
     host = gpu.host_link_gbs * 1e9
     device = gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"]
     part = sizes.trainable_params / n
+    # ZeRO-3 fetches parameters for the forward, the backward and, with checkpointing, the recompute
+    gathers = 3 if config.gradient_checkpointing else 2
+    weights = sizes.weight_bytes or BF16_BYTES * sizes.total_params
     moved = 0.0
     if n > 1:
         share = (n - 1) / n
@@ -98,9 +102,7 @@ def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec
         moved += (ga if config.zero_stage >= 2 else 1) * grad_bytes / peer
         moved += grad_bytes / peer  # all-gather the updated parameters
         if config.zero_stage == 3:
-            # parameters gathered for the forward, the backward and, with checkpointing, the recompute
-            gathers = 3 if config.gradient_checkpointing else 2
-            moved += ga * gathers * BF16_BYTES * sizes.total_params * share / peer
+            moved += ga * gathers * weights * share / peer
     if config.offload != "none":
         moved += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
         parts["optimizer"] = part * constants["cpu_adam_bytes_per_param"] / (constants["cpu_adam_bandwidth_gbs"] * 1e9)
@@ -109,6 +111,6 @@ def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec
         if config.zero_stage <= 2:
             parts["elementwise"] = ga * part * GRAD_ACCUMULATE_BYTES / device
     if config.offload == "all":
-        moved += ga * 2 * BF16_BYTES * sizes.total_params / n / host  # parameters in for forward and backward
+        moved += ga * gathers * weights / n / host  # each rank's parameter share comes in from the host
     parts["offload_communication"] = moved
     return parts
