@@ -44,7 +44,7 @@ KNOBS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len"
          "gradient_checkpointing", "zero_stage", "offload", "optimizer", "attn_implementation")
 PRICED_PHASES = ("forward", "backward", "opt")
 # Part of every cache key: bump it when what StepTracker files per op changes, so old traces are not reused.
-TRACE_FORMAT = 2
+TRACE_FORMAT = 3
 # The constants fitted on the calibration set, with the range searched; every other constant is judged.
 FITTED = {"gemm_half_dim": (8.0, 1024.0), "dequant_bandwidth_efficiency": (0.01, 1.0),
           "cpu_op_overhead_us": (1.0, 100.0), "bnb_op_overhead_us": (1.0, 500.0)}

@@ -172,6 +172,12 @@ def test_breakdown_reaches_the_probe_and_qlora_pays_dequantization():
     assert qlora.details["time_breakdown_s"]["dequantization"] > 0
     gpu_busy = [sum(v for k, v in r.details["time_breakdown_s"].items() if k != "overhead") for r in (lora, qlora)]
     assert gpu_busy[1] > gpu_busy[0]  # the same GEMMs, plus dequantization
+    # checkpointing re-runs the 4-bit matmuls in the backward: every one of them is filed as recompute
+    from autofit.probes._trace import trace_step
+
+    backward = trace_step(model, base.replace(quantization="nf4")).phases["s2.m0.backward"].ops
+    in_backward = [op for op in backward if op.kind == "gemm_4bit"]
+    assert in_backward and all(op.recompute for op in in_backward)
 
 
 def test_report_shows_the_time_breakdown_of_the_front(tmp_path):

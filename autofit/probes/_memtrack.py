@@ -225,8 +225,10 @@ class StepTracker(TorchDispatchMode):
     def _op_key(self, packet, args, kwargs, inputs, flops: float, moved: int) -> OpKey:
         """File an op for the performance model (_perf.py)."""
         # checkpointing re-runs the forward inside the autograd engine with grad mode on; the engine runs the
-        # backward itself with grad mode off
-        recompute = torch.is_grad_enabled() and torch._C._current_graph_task_id() != -1
+        # backward itself with grad mode off. bitsandbytes' 4-bit matmul is an autograd.Function, whose forward
+        # runs with grad mode off even when recomputed; only a forward runs it, so in the backward it is recompute.
+        in_engine = torch._C._current_graph_task_id() != -1
+        recompute = in_engine and (torch.is_grad_enabled() or packet is self._bnb_gemm_4bit)
         if self.phase_name.endswith(".opt"):
             tensors = len(inputs)
             return OpKey("optimizer", False, bytes_moved=moved,
