@@ -77,6 +77,13 @@ def test_4bit_dequantization_of_a_given_size():
     assert dequant == seconds
 
 
+def test_int8_weight_scaled_to_bf16_is_a_dequantization():
+    # bitsandbytes' int8 layers turn codes into a 16-bit weight (codes x row scale) before the matmul
+    ops = traced_ops(lambda: torch.empty(4096, 4096, dtype=torch.int8) * torch.empty(4096, 1, dtype=torch.bfloat16))
+    op, _ = only(ops, "dequant")
+    assert op.bytes_moved == 4096 * 4096 * 1 + 4096 * 2 + 4096 * 4096 * 2
+
+
 def test_4bit_matmul_pays_the_dequantization_then_a_bf16_gemm():
     op = OpKey("gemm_4bit", False, m=2048, n=4096, k=4096, flops=2 * 2048 * 4096 * 4096, bytes_moved=0)
     part, seconds, dequant = PERF.op_seconds(op)
