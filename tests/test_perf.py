@@ -223,3 +223,22 @@ def test_zero3_collectives_and_deepspeed_adam_by_hand():
     assert parts["optimizer"] == pytest.approx(1e8 / 4 * 30 / (2039e9 * constants["bandwidth_efficiency"]))
     single = zero_step_time_parts(config.replace(zero_stage=0), sizes, gpu, 1, constants)
     assert sum(single.values()) == 0
+
+
+def test_throughput_accuracy_bench_prints_the_issue_keys(tmp_path):
+    """The benchmark runs from its committed trace cache (accuracy itself is judged there, never here)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    doc = tmp_path / "accuracy.md"
+    proc = subprocess.run([sys.executable, "bench/throughput_accuracy.py", "--json", "--trials", "3", "--doc", str(doc)],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert list(data) == ["points", "sources", "spearman", "median_abs_err_pct", "p90_abs_err_pct", "loso_spearman",
+                          "loso_median_abs_err_pct"]
+    assert data["points"] >= 40 and data["sources"] >= 2
+    assert "| source | model | method |" in doc.read_text()
