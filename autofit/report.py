@@ -47,7 +47,7 @@ SHORT = {"per_device_train_batch_size": "batch", "gradient_accumulation_steps": 
          "lora_rank": "lora_rank", "quantization": "quant", "gradient_checkpointing": "ckpt",
          "zero_stage": "zero", "offload": "offload", "optimizer": "optimizer", "attn_implementation": "attn",
          "allocator": "allocator"}
-EST_TITLE = ("from the trace probe: the real model's training step on fake tensors, with a roofline model of "
+EST_TITLE = ("from the trace probe: the real model's training step on fake tensors, with a performance model of "
              "the card for tokens/s. Not a measurement")
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -488,7 +488,7 @@ def _header(data: _Data) -> str:
                       if reserve is not None else ""))
     probe = a.get("probe", "?")
     probe_text = (f"<b>{_esc(probe)}</b> {_badge(est)}<br><span class='muted small'>"
-                  + ("trace of the real training step on fake tensors; throughput from a roofline model"
+                  + ("trace of the real training step on fake tensors; throughput from a performance model"
                      if est else "short real training runs; peak memory as torch measures it") + "</span>")
     space = a.get("space", "?")
     pins = a.get("pins") or {}
@@ -738,6 +738,54 @@ def _breakdown_section(data: _Data, figures: _Figures) -> str:
             "training step: weights, gradients, optimizer state, saved activations, logits and loss, and other "
             "temporaries. It shows why a configuration fits and what would make it smaller.</p>"
             f"{figures.html(lambda: _breakdown_figure(data), 'breakdown')}</section>")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4b. where the time goes (trace probe's performance model)
+
+TIME_COLORS = {"matmul": "#4c78a8", "dequantization": "#e45756", "attention": "#f58518", "elementwise": "#72b7b2",
+               "optimizer": "#54a24b", "recompute": "#b279a2", "offload_communication": "#eeca3b",
+               "overhead": "#9d9da0"}
+
+
+def _time_figure(data: _Data) -> go.Figure | str:
+    """Estimated milliseconds per 1,000 tokens, by part, for each Pareto configuration."""
+    if data.front.empty:
+        return _note("No configuration fits the budget, so there is no front to break down.")
+    labels, per_k, texts = [], [], []
+    rec_number = data.rec.trial.number if data.rec else None
+    for _, row in data.front.iterrows():
+        trial = data.by_number[int(row["number"])]
+        parts = (trial.user_attrs.get("details") or {}).get("time_breakdown_s") or {}
+        tokens = (_num(row.get("per_device_train_batch_size")) or 0) * (_num(row.get("seq_len")) or 0) * \
+                 (_num(row.get("gradient_accumulation_steps")) or 0)
+        if not parts or not tokens:
+            continue
+        labels.append(f"#{int(row['number'])}{' ★' if row['number'] == rec_number else ''}")
+        per_k.append({k: 1000.0 * 1000.0 * v / tokens for k, v in parts.items()})
+        texts.append(row["config_text"])
+    if not labels:
+        return _note("The probes of the front configurations recorded no time breakdown (only the trace probe "
+                     "estimates one).")
+    fig = go.Figure()
+    for part in [p for p in TIME_COLORS if any(b.get(p) for b in per_k)]:
+        fig.add_trace(go.Bar(name=part.replace("_", "/"), x=labels, y=[b.get(part, 0.0) for b in per_k],
+                             marker_color=TIME_COLORS[part], customdata=texts,
+                             hovertemplate=f"{part}: %{{y:.2f}} ms per 1k tokens<br>%{{customdata}}<extra></extra>"))
+    fig.update_layout(barmode="stack", height=440, title="Where the step time goes, Pareto configurations (estimated)",
+                      xaxis_title="Pareto configuration (trial; ★ recommended), by increasing peak memory",
+                      yaxis_title="ms per 1,000 tokens per GPU (estimated)", legend={"orientation": "h", "y": -0.22},
+                      xaxis={"type": "category"})
+    return fig
+
+
+def _time_section(data: _Data, figures: _Figures) -> str:
+    return ("<section id='time'><h2>Time breakdown</h2><p class='muted'>What the trace probe's performance model "
+            "says a GPU spends each configuration's step on: GEMMs, 4/8-bit weight dequantization, attention, "
+            "elementwise kernels, the optimizer, checkpointing's recompute, ZeRO/offload transfers, and host "
+            "overhead when kernels are too small to keep the GPU busy. Lower is faster; it shows why one "
+            f"configuration is estimated faster than another.</p>{figures.html(lambda: _time_figure(data), 'time')}"
+            "</section>")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1162,19 +1210,20 @@ def render_report(study: optuna.Study) -> str:
         _recommendation(data),
         _pareto_section(data, figures),
         _breakdown_section(data, figures),
+        _time_section(data, figures),
         _knobs_section(data, figures),
         _history_section(data, figures),
         _table_section(data),
         _validation_section(data, figures),
     ]
     nav = ("<nav><a href='#recommended'>Recommended</a><a href='#pareto'>Pareto front</a>"
-           "<a href='#breakdown'>Memory breakdown</a><a href='#knobs'>Knob effects</a><a href='#history'>History</a>"
+           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a><a href='#knobs'>Knob effects</a><a href='#history'>History</a>"
            "<a href='#trials-section'>Every trial</a><a href='#validation'>Predicted vs measured</a></nav>")
     estimated_banner = ""
     if data.all_estimated:
         estimated_banner = _note(f"{_badge(True)} Every memory and throughput figure in this report comes from the "
-                                 "<b>trace probe</b>: the real model's training step on fake tensors, with a roofline "
-                                 "model of the card for tokens/s. They are estimates, not measurements.")
+                                 "<b>trace probe</b>: the real model's training step on fake tensors, with a "
+                                 "performance model of the card for tokens/s. They are estimates, not measurements.")
     title = f"autofit: {a.get('model', '?')} on {a.get('gpu_mem', '?')}"
     return "".join([
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",

@@ -7,7 +7,8 @@ Runs a fixed list of configurations (LoRA, QLoRA, int8, full fine-tuning with ch
 sizes and sequence lengths, two ZeRO-offload cases: full ZeRO-2, QLoRA ZeRO-3) through the trace probe and the
 real probe (no screening), and writes a markdown table to docs/validation/<gpu>.md: predicted peak, measured
 max_memory_allocated and max_memory_reserved, error %, predicted and measured tokens/s, GPU name and library
-versions. The budget is the whole card (or --gpu-mem), so nothing is skipped.
+versions, and the tokens/s estimate's error against the measurement (GPU runs only: on the CPU the
+measurement is CPU throughput). The budget is the whole card (or --gpu-mem), so nothing is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from collections import Counter
@@ -119,6 +121,7 @@ def main() -> int:
     lines: list[str] = []
     notes: list[str] = []
     errors: list[float] = []
+    speed_errors: list[float] = []  # tokens/s: estimate against measurement, GPU runs only
     started = time.perf_counter()
 
     def write(done: bool) -> str:
@@ -129,24 +132,28 @@ def main() -> int:
                f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python {' '.join(sys.argv)}` "
                f"in {time.perf_counter() - started:.0f} s{'' if done else ' (still running when written)'}. "
                f"Budget {budget.usable_gib:.2f} GiB (CUDA runtime reserve {budget.reserve_bytes / 2**30:.2f} GiB, "
-               f"{budget.reserve_source}); predicted tokens/s are roofline estimates for {gpu.name}. "
+               f"{budget.reserve_source}); predicted tokens/s are performance-model estimates for {gpu.name} "
+               "(autofit/probes/_perf.py). "
                f"Versions: {versions}.", "",
                f"Predicted peak within 5% of measured max_memory_allocated: {summary} rows measured ok.", "",
+               *([f"Estimated tokens/s against measured: median |error| {statistics.median(map(abs, speed_errors)):.1f}%"
+                  f" over {len(speed_errors)} rows measured ok.", ""] if speed_errors else []),
                *([] if cuda else ["On the CPU, measured memory is live tensor bytes and measured tokens/s is CPU "
-                                  "throughput (seq lengths scaled by 1/16), not comparable with the GPU roofline "
-                                  "prediction; ZeRO/offload rows are left out (host and device memory are one).", ""]),
+                                  "throughput (seq lengths scaled by 1/16), not comparable with the GPU "
+                                  "estimate (no tokens/s error is given); ZeRO/offload rows are left out (host and device memory are one).", ""]),
                "probe s: the real probe's wall time, process start, model build and steps included (build s: "
                "building the model alone). reserve GiB: device memory the probe's process held outside PyTorch's "
                "allocator (CUDA context, library workspaces; NVML), cuda probes only.", "",
                "| model | configuration | state | predicted peak GiB | measured allocated GiB | measured reserved GiB "
-               "| error % | predicted tokens/s | measured tokens/s | probe s (build s) | reserve GiB |",
-               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", *lines, "", *notes]
+               "| error % | predicted tokens/s | measured tokens/s | tokens/s error % | probe s (build s) "
+               "| reserve GiB |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *lines, "", *notes]
         atomic_write(out, "\n".join(doc) + "\n")
         return summary
 
     for model, label, config in rows:
         if args.deadline_min is not None and time.perf_counter() - started > 60 * args.deadline_min:
-            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | not run (deadline) | | | | | | | | |")
+            lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | not run (deadline) | | | | | | | | | |")
             continue
         predicted = tracer.run(model, config, context)
         measured = real.run(model, config, context)
@@ -154,11 +161,15 @@ def main() -> int:
         err = None if not alloc else 100 * (predicted.peak_memory_gib - alloc) / alloc
         if err is not None and measured.state == "ok":
             errors.append(err)
+        speed_err = None
+        if cuda and measured.state == "ok" and measured.tokens_per_s:
+            speed_err = 100 * (predicted.tokens_per_s - measured.tokens_per_s) / measured.tokens_per_s
+            speed_errors.append(speed_err)
         build = measured.details.get("build_s")
         reserve = measured.details.get("runtime_reserve_bytes")
         lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | {measured.state} | "
                      f"{predicted.peak_memory_gib:.2f} | {_fmt(alloc)} | {_fmt(reserved)} | {_fmt(err, '{:+.1f}')} | "
-                     f"{predicted.tokens_per_s:,.0f} | {_fmt(measured.tokens_per_s, '{:,.0f}')} | "
+                     f"{predicted.tokens_per_s:,.0f} | {_fmt(measured.tokens_per_s, '{:,.0f}')} | {_fmt(speed_err, '{:+.1f}')} | "
                      f"{measured.duration_s:.1f} ({_fmt(build, '{:.1f}')}) | "
                      f"{_fmt(None if reserve is None else reserve / 2**30)} |")
         if measured.error and measured.state != "ok":

@@ -5,8 +5,9 @@ import pytest
 from autofit.gpus import get_gpu
 from autofit.models import ModelSpec, resolve_model
 from autofit.probes import ProbeContext, TraceProbe
-from autofit.probes._memtrack import RooflineSpec
+from autofit.probes._perf import PerfModel
 from autofit.probes._trace import _extrapolate, trace_at_depth
+from autofit.runtime import runtime_constants
 from autofit.space import SearchSpace
 from autofit.units import GIB
 
@@ -69,17 +70,19 @@ def test_8bit_optimizer_state_is_smaller():
 
 
 def test_extrapolation_matches_a_whole_trace():
-    roofline = RooflineSpec(1e14, 1e12, 4e-6)
+    perf = PerfModel.for_gpu(get_gpu("h100"), runtime_constants())
     config = base(per_device_train_batch_size=2, seq_len=256)
-    whole = trace_at_depth(small_glm(4), config, 4, roofline, 512)
-    one = trace_at_depth(small_glm(4), config, 1, roofline, 512)
-    two = trace_at_depth(small_glm(4), config, 2, roofline, 512)
+    whole = trace_at_depth(small_glm(4), config, 4, 512)
+    one = trace_at_depth(small_glm(4), config, 1, 512)
+    two = trace_at_depth(small_glm(4), config, 2, 512)
     guess = _extrapolate(one, two, 4)
     for name, record in whole.phases.items():
         if name == "init" or name.endswith(".middle"):  # middle layers' backward: bounded by first and last
             continue
         assert guess.phases[name].peak_bytes == pytest.approx(record.peak_bytes, rel=0.01), name
-        assert guess.phases[name].time_s == pytest.approx(record.time_s, rel=0.01), name
+        priced, expected = perf.price(guess.phases[name].ops), perf.price(record.ops)
+        for part, seconds in expected.items():
+            assert priced[part] == pytest.approx(seconds, rel=0.01, abs=1e-9), (name, part)
     peak = max(r.peak_bytes for n, r in whole.phases.items() if n != "init")
     assert max(r.peak_bytes for n, r in guess.phases.items() if n != "init") == pytest.approx(peak, rel=0.001)
     assert guess.trainable_params == whole.trainable_params

@@ -35,6 +35,7 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
         "config": config.to_dict(), "breakdown_gib": {k: round(v, 3) for k, v in result.breakdown_gib.items()},
         "peak_phase": result.details.get("peak_phase"), "trainable_params": result.details.get("trainable_params"),
         "notes": [left_out] if left_out else [],
+        "time_breakdown_s": {k: round(v, 4) for k, v in result.details.get("time_breakdown_s", {}).items()},
     }
 
 
@@ -57,5 +58,12 @@ def estimate_command(model, gpu_mem, sets, space, gpu, gpus, headroom, as_json) 
         table.add_row(part, f"{value:.2f}")
     table.add_row("[bold]peak[/]", f"[bold]{data['peak_memory_gib']:.2f}[/]")
     console.print(table)
+    times = Table(title=f"time per optimizer step on {data['gpu']} (s, estimated)")
+    times.add_column("part")
+    times.add_column("s", justify="right")
+    for part, value in data["time_breakdown_s"].items():
+        times.add_row(part.replace("_", "/"), f"{value:.3f}")
+    times.add_row("[bold]step[/]", f"[bold]{data['step_time_s']:.3f}[/]")
+    console.print(times)
     console.print(f"peak {data['peak_memory_gib']:.2f} GiB: {verdict}; throughput {data['tokens_per_s']:,.0f} "
                   f"tokens/s estimated for {data['gpu']} ({data['gpu_source']})")

@@ -54,7 +54,7 @@ def probe(request: dict) -> dict:
 
     from ..knobs import TrainingConfig
     from ..models import ModelSpec
-    from ._memtrack import RooflineSpec, StepTracker
+    from ._memtrack import StepTracker
     from ._training import build_model, is_oom, run_steps, summary
 
     model = ModelSpec(name=request["model"]["name"], config=request["model"]["config"], hf_ref=request["model"]["name"])
@@ -71,8 +71,7 @@ def probe(request: dict) -> dict:
         torch.set_num_threads(max(1, int(request.get("threads", os.cpu_count() or 1))))
         result["threads"] = torch.get_num_threads()
         # the budget on the CPU: live tensor bytes, counted as they are allocated (no allocator rounding)
-        tracker = StepTracker(RooflineSpec(1.0, 1.0, 0.0), vocab_size=model.vocab_size, round_bytes=1,
-                              limit_bytes=budget)
+        tracker = StepTracker(vocab_size=model.vocab_size, round_bytes=1, limit_bytes=budget)
         tracker.__enter__()
 
     def built():

@@ -4,13 +4,14 @@
 tensors. For each new tensor storage it adds the storage's bytes, rounded the way PyTorch's CUDA
 caching allocator rounds blocks, to a live total and to a category; a weakref finalizer subtracts them
 when the storage dies. It keeps, for every named phase of the step (forward, backward, optimizer step
-of each micro-step), the peak live bytes and the per-category split at that peak. It also prices each op
-on a roofline of the target card (FLOPs against bf16 tensor throughput, bytes moved against memory
-bandwidth, plus a launch cost) to estimate the phase's time.
+of each micro-step), the peak live bytes and the per-category split at that peak. It also files each op
+under an `OpKey` (its kind, shape, FLOPs, bytes; see _perf.py), so that the performance model can price the
+phase on any card afterwards.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from ._perf import OpKey
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "other")
 
@@ -27,22 +30,19 @@ _FREE_OPS = {_aten.empty.memory_format, _aten.empty_strided.default, _aten.empty
              _aten.detach.default, _aten.alias.default, _aten.lift_fresh.default, _aten._unsafe_view.default}
 
 
-@dataclass(frozen=True)
-class RooflineSpec:
-    """What one op costs on the target card."""
-
-    flops_per_s: float  # achievable bf16 tensor throughput
-    bytes_per_s: float  # achievable memory bandwidth
-    launch_s: float  # fixed cost per kernel
-
-
 @dataclass
 class PhaseRecord:
     peak_bytes: int = 0
     breakdown: dict[str, int] = field(default_factory=dict)
-    time_s: float = 0.0
     flops: float = 0.0
     bytes_moved: float = 0.0
+    ops: dict[OpKey, float] = field(default_factory=dict)  # op -> how many times it ran in the phase
+
+
+_GEMMS = {_aten.mm, _aten.addmm, _aten.bmm, _aten.baddbmm}
+_QUANTIZED = (torch.int8, torch.uint8)
+# torch's multi_tensor_apply launches one kernel per chunk of tensors; a chunk holds about this many
+_FOREACH_TENSORS_PER_LAUNCH = 48
 
 
 def _shape(t):
@@ -93,13 +93,11 @@ def _extra_flop_formulas():
 
 
 class StepTracker(TorchDispatchMode):
-    """Live tensor bytes per category and phase, and a roofline time estimate, of ops run under it."""
+    """Live tensor bytes per category and phase, and the ops (for the performance model) run under it."""
 
-    def __init__(self, roofline: RooflineSpec, vocab_size: int, round_bytes: int = 512,
-                 limit_bytes: int | None = None):
+    def __init__(self, vocab_size: int, round_bytes: int = 512, limit_bytes: int | None = None):
         super().__init__()
         self.limit_bytes = limit_bytes  # real CPU probes: raise torch.OutOfMemoryError past this many live bytes
-        self.roofline = roofline
         self.vocab_size = vocab_size
         self.round_bytes = round_bytes
         self.live: dict[int, tuple[int, str]] = {}  # id(storage) -> (bytes, category)
@@ -111,6 +109,10 @@ class StepTracker(TorchDispatchMode):
         self._phase_new: list = []  # weakrefs to storages created in the current phase
         self._extra_flops = _extra_flop_formulas()
         self._bnb_gemm_4bit = self._extra_flops_key("gemm_4bit")
+        self._attention = {p: kind for name, kind in (("_scaled_dot_product_flash_attention_for_cpu", "attn_fwd"),
+                                                      ("_scaled_dot_product_flash_attention_for_cpu_backward",
+                                                       "attn_bwd"))
+                           if (p := getattr(_aten, name, None)) is not None}
         self.start_phase("init", "weights")
 
     @staticmethod
@@ -201,23 +203,55 @@ class StepTracker(TorchDispatchMode):
         if func in _FREE_OPS or getattr(func, "is_view", False):
             return
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        if not outputs:  # metadata queries (prim.device, sizes): no kernel
-            return
+        if not outputs:
+            if not func._schema.is_mutable:  # metadata queries (prim.device, sizes): no kernel
+                return
+            # in-place ops that return nothing (the optimizer's _foreach_*_): they write their first argument
+            outputs = [t for t in tree_flatten(args[0])[0] if isinstance(t, torch.Tensor)]
         packet = func._overloadpacket
         flops = 0.0
         if packet in self._extra_flops:
             flops = float(self._extra_flops[packet](args, kwargs))
         elif packet in flop_registry:
             flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
-        moved = 0
-        for t in tree_flatten((args, kwargs, out))[0]:
-            if isinstance(t, torch.Tensor):
-                moved += t.numel() * t.element_size()
-        rl = self.roofline
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        moved = sum(t.numel() * t.element_size() for t in inputs) + sum(t.numel() * t.element_size() for t in outputs)
         record = self.phases[self.phase_name]
         record.flops += flops
         record.bytes_moved += moved
-        record.time_s += max(flops / rl.flops_per_s, moved / rl.bytes_per_s) + rl.launch_s
+        key = self._op_key(packet, args, kwargs, inputs, flops, moved)
+        record.ops[key] = record.ops.get(key, 0.0) + 1.0
+
+    def _op_key(self, packet, args, kwargs, inputs, flops: float, moved: int) -> OpKey:
+        """File an op for the performance model (_perf.py)."""
+        # checkpointing re-runs the forward inside the autograd engine with grad mode on; the engine runs the
+        # backward itself with grad mode off. bitsandbytes' 4-bit matmul is an autograd.Function, whose forward
+        # runs with grad mode off even when recomputed; only a forward runs it, so in the backward it is recompute.
+        in_engine = torch._C._current_graph_task_id() != -1
+        recompute = in_engine and (torch.is_grad_enabled() or packet is self._bnb_gemm_4bit)
+        if self.phase_name.endswith(".opt"):
+            tensors = len(inputs)
+            return OpKey("optimizer", False, bytes_moved=moved,
+                         launches=max(1, math.ceil(tensors / _FOREACH_TENSORS_PER_LAUNCH)))
+        if packet in _GEMMS:
+            a, b = (args[1], args[2]) if packet in (_aten.addmm, _aten.baddbmm) else (args[0], args[1])
+            m = a.numel() // a.shape[-1]  # a batched GEMM counts its batches as rows
+            return OpKey("gemm", recompute, m=int(m), n=int(b.shape[-1]), k=int(a.shape[-1]), flops=flops,
+                         bytes_moved=moved)
+        if packet is self._bnb_gemm_4bit:
+            a, shape = args[0], args[2]
+            return OpKey("gemm_4bit", recompute, m=int(a.numel() // a.shape[-1]), n=int(shape[0]), k=int(shape[1]),
+                         flops=flops, bytes_moved=moved)
+        if packet in self._attention:
+            kind = self._attention[packet]
+            causal = kwargs.get("is_causal", args[4 if kind == "attn_fwd" else 7]
+                                if len(args) > (4 if kind == "attn_fwd" else 7) else False)
+            # A decoder traced on unpadded batches gets transformers' causal mask as attn_mask on the CPU; the CUDA
+            # flash / sdpa kernels trainers run take it as is_causal and skip the masked half.
+            return OpKey(kind, recompute, flops=flops if causal else flops / 2, bytes_moved=moved)
+        if any(t.dtype in _QUANTIZED for t in inputs):
+            return OpKey("dequant", recompute, bytes_moved=moved)
+        return OpKey("elementwise", recompute, bytes_moved=moved)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

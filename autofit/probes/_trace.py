@@ -40,10 +40,11 @@ from ..models import ModelSpec
 from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
-from ._memtrack import CATEGORIES, PhaseRecord, RooflineSpec, StepTracker
+from ._memtrack import CATEGORIES, PhaseRecord, StepTracker
+from ._perf import TIME_PARTS, PerfModel, add_parts
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
                         restore_parameter_sharing)
-from ._zero import ModelSizes, apply_zero, zero_step_overhead_s
+from ._zero import ModelSizes, apply_zero, zero_step_time_parts
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _mark_layer_backward(net, depth: int, tracker: StepTracker, micro: list[int]
 
 
 def _fold_backward_parts(phases: dict[str, PhaseRecord], micro_steps: int) -> dict[str, PhaseRecord]:
-    """Each backward's time, FLOPs and bytes moved summed into its main record (its parts keep only their memory
+    """Each backward's ops, FLOPs and bytes moved summed into its main record (its parts keep only their memory
     peaks); with one layer, the layer backpropagated first is also the last."""
     phases = dict(phases)
     for micro in range(micro_steps):
@@ -153,11 +154,14 @@ def _fold_backward_parts(phases: dict[str, PhaseRecord], micro_steps: int) -> di
         if not parts:
             continue
         total = phases[head]
-        phases[head] = replace(total, time_s=total.time_s + sum(phases[n].time_s for n in parts),
-                               flops=total.flops + sum(phases[n].flops for n in parts),
+        ops = dict(total.ops)
+        for n in parts:
+            for op, count in phases[n].ops.items():
+                ops[op] = ops.get(op, 0.0) + count
+        phases[head] = replace(total, ops=ops, flops=total.flops + sum(phases[n].flops for n in parts),
                                bytes_moved=total.bytes_moved + sum(phases[n].bytes_moved for n in parts))
         for n in parts:
-            phases[n] = replace(phases[n], time_s=0.0, flops=0.0, bytes_moved=0.0)
+            phases[n] = replace(phases[n], ops={}, flops=0.0, bytes_moved=0.0)
         if f"{head}.first" in phases and f"{head}.last" not in phases:
             phases[f"{head}.last"] = replace(phases[f"{head}.first"], breakdown=dict(phases[f"{head}.first"].breakdown))
     return phases
@@ -203,8 +207,7 @@ def _prime_bitsandbytes() -> None:
                                  compress_statistics=True, quant_type="nf4")
 
 
-def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, roofline: RooflineSpec,
-                   round_bytes: int) -> StepTrace:
+def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, round_bytes: int) -> StepTrace:
     """Trace two optimizer steps of `config` on the model cut to `depth` decoder layers."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -215,7 +218,7 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, rooflin
         sharing = parameter_sharing(net)
         if config.quantization != "none" or config.optimizer != "adamw_torch":
             _prime_bitsandbytes()
-        tracker = StepTracker(roofline, vocab_size=model.vocab_size, round_bytes=round_bytes)
+        tracker = StepTracker(vocab_size=model.vocab_size, round_bytes=round_bytes)
         batch, seq, ga = config.per_device_train_batch_size, config.seq_len, config.gradient_accumulation_steps
         with FakeTensorMode(allow_non_fake_inputs=True), tracker, _unpacked_batches():
             net.to_empty(device="cpu")
@@ -280,9 +283,12 @@ def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
             continue
         pb = b.phases[name]
         breakdown = {c: line(pa.breakdown.get(c, 0), pb.breakdown.get(c, 0)) for c in CATEGORIES}
+        # op counts continue linearly too: per-layer ops double from one period to two, the rest stay; an op
+        # whose size grows with depth (a foreach over all parameters) mixes its two sizes linearly
+        ops = {op: line(pa.ops.get(op, 0.0), pb.ops.get(op, 0.0)) for op in pa.ops.keys() | pb.ops.keys()}
         phases[name] = PhaseRecord(peak_bytes=sum(breakdown.values()), breakdown=breakdown,
-                                   time_s=line(pa.time_s, pb.time_s), flops=line(pa.flops, pb.flops),
-                                   bytes_moved=line(pa.bytes_moved, pb.bytes_moved))
+                                   flops=line(pa.flops, pb.flops), bytes_moved=line(pa.bytes_moved, pb.bytes_moved),
+                                   ops={op: n for op, n in ops.items() if n})
     return StepTrace(depth=depth, phases=phases, trainable_params=line(a.trainable_params, b.trainable_params),
                      total_params=line(a.total_params, b.total_params),
                      weight_bytes=line(a.weight_bytes, b.weight_bytes), micro_steps_traced=a.micro_steps_traced,
@@ -290,38 +296,33 @@ def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
 
 
 @lru_cache(maxsize=512)
-def _trace_cached(model_json: str, name: str, config: TrainingConfig, roofline: RooflineSpec,
-                  round_bytes: int) -> StepTrace:
+def _trace_cached(model_json: str, name: str, config: TrainingConfig, round_bytes: int) -> StepTrace:
     model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
     depth = model.num_layers
     period = _layer_period(model.config)
     if depth <= 3 or depth <= 2 * period:
-        return trace_at_depth(model, config, depth, roofline, round_bytes)
-    small = trace_at_depth(model, config, period, roofline, round_bytes)
-    large = trace_at_depth(model, config, 2 * period, roofline, round_bytes)
+        return trace_at_depth(model, config, depth, round_bytes)
+    small = trace_at_depth(model, config, period, round_bytes)
+    large = trace_at_depth(model, config, 2 * period, round_bytes)
     return _extrapolate(small, large, depth)
 
 
-def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec) -> StepTrace:
-    """The traced (extrapolated) training step of `config`. ZeRO, offload, the allocator setting and the
-    number of GPUs do not change what is traced, and gradient accumulation beyond two micro-steps only
-    repeats them, so those knobs are left out of the cache key."""
-    constants = runtime_constants()
-    roofline = RooflineSpec(flops_per_s=gpu.bf16_tflops * 1e12 * constants["matmul_efficiency"],
-                            bytes_per_s=gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"],
-                            launch_s=constants["kernel_launch_us"] * 1e-6)
+def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec | None = None) -> StepTrace:
+    """The traced (extrapolated) training step of `config`. ZeRO, offload, the allocator setting, the number
+    of GPUs and the card (priced afterwards, by the performance model) do not change what is traced, and
+    gradient accumulation beyond two micro-steps only repeats them, so those are left out of the cache key."""
     traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
                             zero_stage=0, offload="none", allocator="default")
-    return _traced(model, traced, roofline, int(constants["allocator_round_bytes"]))
+    return _traced(model, traced, int(runtime_constants()["allocator_round_bytes"]))
 
 
-def _traced(model: ModelSpec, config: TrainingConfig, roofline: RooflineSpec, round_bytes: int) -> StepTrace:
+def _traced(model: ModelSpec, config: TrainingConfig, round_bytes: int) -> StepTrace:
     """The cached trace; a model transformers, peft or bitsandbytes cannot run on fake tensors is an
     AutofitError naming the model type and the first line of the reason (one line, no traceback)."""
     from ..errors import AutofitError
 
     try:
-        return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, config, roofline, round_bytes)
+        return _trace_cached(json.dumps(model.config, sort_keys=True), model.name, config, round_bytes)
     except AutofitError:
         raise
     except Exception as exc:  # noqa: BLE001 - any library error while building or stepping the model
@@ -336,22 +337,42 @@ def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int
     compares with a real CPU step; the probe itself rounds as the CUDA allocator does (runtime.yaml)."""
     if config.zero_stage:
         raise ValueError("traced_peak_bytes is for zero_stage 0")
-    roofline = RooflineSpec(flops_per_s=1e15, bytes_per_s=1e12, launch_s=0.0)  # time is not asked for here
     trace = _traced(model, config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
-                                          allocator="default"), roofline, round_bytes)
+                                          allocator="default"), round_bytes)
     return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
-def _step_time(trace: StepTrace, ga: int) -> float:
-    """Seconds per optimizer step: the last traced micro-step repeated `ga` times, plus the optimizer."""
+def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel) -> dict[str, float]:
+    """Seconds per optimizer step by part (_perf.TIME_PARTS), without ZeRO: the last traced micro-step
+    (forward and backward priced together, since the host runs ahead of the GPU across both) repeated
+    `ga` times, plus the optimizer step."""
     last = trace.micro_steps_traced - 1
-    micro = trace.phases[f"s2.m{last}.forward"].time_s + trace.phases[f"s2.m{last}.backward"].time_s
-    return ga * micro + trace.phases["s2.opt"].time_s
+    micro_ops = dict(trace.phases[f"s2.m{last}.forward"].ops)
+    for op, n in trace.phases[f"s2.m{last}.backward"].ops.items():
+        micro_ops[op] = micro_ops.get(op, 0.0) + n
+    return add_parts(perf.price(micro_ops), perf.price(trace.phases["s2.opt"].ops), scale=(float(ga), 1.0))
+
+
+def model_sizes(trace: StepTrace, model: ModelSpec) -> ModelSizes:
+    return ModelSizes(trainable_params=trace.trainable_params, total_params=trace.total_params,
+                      layer_weight_bytes=trace.weight_bytes / max(1, model.num_layers),
+                      hidden_size=int(model.config.get("hidden_size", 0)), weight_bytes=trace.weight_bytes)
+
+
+def estimate_step_time(trace: StepTrace, model: ModelSpec, config: TrainingConfig, gpu: GpuSpec, gpus: int,
+                       constants: dict) -> dict[str, float]:
+    """Seconds per optimizer step by part on `gpu`: the traced step priced by the performance model, plus
+    what ZeRO and offload add (_zero.py)."""
+    traced = step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants))
+    if config.zero_stage > 0:
+        traced["optimizer"] = 0.0  # DeepSpeed runs its own Adam, priced in _zero.py
+    return add_parts(traced, zero_step_time_parts(config, model_sizes(trace, model), gpu, gpus, constants))
 
 
 class TraceProbe(Probe):
     """Peak memory and tokens/s of a configuration from a traced step on fake tensors (no GPU needed).
-    Peak memory is what torch.cuda.max_memory_allocated would report; tokens/s is a roofline estimate."""
+    Peak memory is what torch.cuda.max_memory_allocated would report; tokens/s is the performance model's
+    estimate (_perf.py), with the step's time split by part in details["time_breakdown_s"]."""
 
     name = "trace"
     estimated = True
@@ -359,9 +380,7 @@ class TraceProbe(Probe):
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         started = time.perf_counter()
         trace = trace_step(model, config, context.gpu)
-        sizes = ModelSizes(trainable_params=trace.trainable_params, total_params=trace.total_params,
-                           layer_weight_bytes=trace.weight_bytes / max(1, model.num_layers),
-                           hidden_size=int(model.config.get("hidden_size", 0)))
+        sizes = model_sizes(trace, model)
         best_phase, best = None, None
         for name, record in trace.phases.items():
             if name == "init":  # materializing fake weights is not how a trainer loads them; skip it
@@ -370,10 +389,8 @@ class TraceProbe(Probe):
             if best is None or sum(adjusted.values()) >= sum(best.values()):  # ties: the later phase
                 best_phase, best = name, adjusted
         peak = sum(best.values())
-        constants = runtime_constants()
-        step_s = _step_time(trace, config.gradient_accumulation_steps) + zero_step_overhead_s(
-            config, sizes, context.gpu, context.gpus, constants["cpu_adam_bytes_per_param"],
-            constants["cpu_adam_bandwidth_gbs"])
+        parts = estimate_step_time(trace, model, config, context.gpu, context.gpus, runtime_constants())
+        step_s = sum(parts.values())
         tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps
         tokens_per_s = tokens * max(1, context.gpus) / step_s
         state = OK if peak <= context.usable_budget_bytes else OOM
@@ -385,7 +402,8 @@ class TraceProbe(Probe):
                                            f"{context.usable_budget_bytes / GIB:.2f} GiB",
             details={"peak_phase": best_phase, "depths_traced": list(trace.depths_traced),
                      "trainable_params": int(trace.trainable_params), "gpu": context.gpu.key,
-                     "step_flops": _step_flops(trace, config.gradient_accumulation_steps)})
+                     "step_flops": _step_flops(trace, config.gradient_accumulation_steps),
+                     "time_breakdown_s": {p: round(parts[p], 6) for p in TIME_PARTS}})
 
 
 def _step_flops(trace: StepTrace, ga: int) -> float:

@@ -39,6 +39,7 @@ class ModelSizes:
     total_params: float
     layer_weight_bytes: float  # one decoder layer's weights as stored (quantized or bf16)
     hidden_size: int
+    weight_bytes: float = 0.0  # all weights as stored (what ZeRO-3 gathers or brings in from the host)
 
 
 def apply_zero(breakdown: dict[str, float], phase: str, config: TrainingConfig, sizes: ModelSizes,
@@ -68,26 +69,48 @@ def apply_zero(breakdown: dict[str, float], phase: str, config: TrainingConfig, 
     return out
 
 
-def zero_step_overhead_s(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
-                         cpu_adam_bytes_per_param: float, cpu_adam_bandwidth_gbs: float) -> float:
-    """Seconds per optimizer step that ZeRO collectives and CPU offload add to the traced compute time."""
+# DeepSpeed's fused Adam on the fp32 master copy, per trainable parameter per step: master weight, exp_avg and
+# exp_avg_sq read and written (24 B), the fp32 gradient read (4 B), the bf16 weight written back (2 B)
+GPU_ADAM_BYTES = 30
+# ZeRO-1/2 per micro-step: each bf16 gradient read (2 B) and added into its fp32 partition (4 B read, 4 B written)
+GRAD_ACCUMULATE_BYTES = 10
+
+
+def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
+                         constants: dict) -> dict[str, float]:
+    """Seconds per optimizer step that DeepSpeed spends instead of (optimizer) or on top of (the rest) the traced
+    plain-PyTorch step: its Adam (fused on the GPU, or DeepSpeedCPUAdam with offload) under "optimizer", gradient
+    accumulation into fp32 partitions under "elementwise", collectives and host transfers under
+    "offload_communication". The caller drops the traced optimizer time when zero_stage > 0."""
+    parts = {"offload_communication": 0.0, "optimizer": 0.0, "elementwise": 0.0}
     if config.zero_stage == 0:
-        return 0.0
+        return parts
     n = max(1, gpus)
     ga = config.gradient_accumulation_steps
-    peer = gpu.peer_link_gbs * 1e9
+    peer = gpu.peer_link_gbs * 1e9 * constants["collective_efficiency"]
     host = gpu.host_link_gbs * 1e9
-    seconds = 0.0
+    device = gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"]
+    part = sizes.trainable_params / n
+    # ZeRO-3 fetches parameters for the forward, the backward and, with checkpointing, the recompute
+    gathers = 3 if config.gradient_checkpointing else 2
+    weights = sizes.weight_bytes or BF16_BYTES * sizes.total_params
+    moved = 0.0
     if n > 1:
         share = (n - 1) / n
         grad_bytes = BF16_BYTES * sizes.trainable_params * share
-        seconds += 2 * grad_bytes / peer  # reduce-scatter gradients, all-gather updated parameters
+        # ZeRO-2/3 reduce-scatter gradients in every micro-step's backward, ZeRO-1 once per step
+        moved += (ga if config.zero_stage >= 2 else 1) * grad_bytes / peer
+        moved += grad_bytes / peer  # all-gather the updated parameters
         if config.zero_stage == 3:
-            seconds += ga * 2 * BF16_BYTES * sizes.total_params * share / peer  # gather for forward and backward
+            moved += ga * gathers * weights * share / peer
     if config.offload != "none":
-        part = sizes.trainable_params / n
-        seconds += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
-        seconds += part * cpu_adam_bytes_per_param / (cpu_adam_bandwidth_gbs * 1e9)
+        moved += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
+        parts["optimizer"] = part * constants["cpu_adam_bytes_per_param"] / (constants["cpu_adam_bandwidth_gbs"] * 1e9)
+    else:
+        parts["optimizer"] = part * GPU_ADAM_BYTES / device
+        if config.zero_stage <= 2:
+            parts["elementwise"] = ga * part * GRAD_ACCUMULATE_BYTES / device
     if config.offload == "all":
-        seconds += ga * 2 * BF16_BYTES * sizes.total_params / n / host  # parameters in for forward and backward
-    return seconds
+        moved += ga * gathers * weights / n / host  # each rank's parameter share comes in from the host
+    parts["offload_communication"] = moved
+    return parts

@@ -1,0 +1,241 @@
+"""How close autofit's estimated tokens/s comes to published, measured training throughputs.
+
+    python bench/throughput_accuracy.py [--json] [--retrace] [--fit] [--trials N] [--doc PATH]
+
+For every row of bench/throughput/published.csv (a published measurement, with its setup), autofit traces the
+same model and knobs and prices the step on the same card (autofit/probes/_perf.py, constants from
+autofit/data/runtime.yaml), then compares tokens/s. Reported: the table, Spearman rank correlation per source
+and overall, the median and 90th percentile of |error|, and the same leave-one-source-out: the fitted
+constants (FITTED) are refitted with one source's rows left out and judged on that source only, so a constant
+tuned to one table does not pass as accuracy. Writes docs/throughput-accuracy.md.
+
+Traces (the slow part, ~2-5 s each on a laptop core) are cached in bench/throughput/traces.json.gz, keyed by
+the model config and the traced knobs; --retrace ignores the cache. --fit prints the constants fitted on all
+rows (what runtime.yaml should hold) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from autofit.gpus import get_gpu
+from autofit.models import resolve_model
+from autofit.probes._memtrack import PhaseRecord
+from autofit.probes._perf import OpKey
+from autofit.probes._trace import StepTrace, estimate_step_time, trace_step
+from autofit.runtime import runtime_constants
+from autofit.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "throughput" / "published.csv"
+CACHE = ROOT / "bench" / "throughput" / "traces.json.gz"
+DOC = ROOT / "docs" / "throughput-accuracy.md"
+KNOBS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank", "quantization",
+         "gradient_checkpointing", "zero_stage", "offload", "optimizer", "attn_implementation")
+PRICED_PHASES = ("forward", "backward", "opt")
+# Part of every cache key: bump it when what StepTracker files per op changes, so old traces are not reused.
+TRACE_FORMAT = 3
+# The constants fitted on the calibration set, with the range searched; every other constant is judged.
+FITTED = {"gemm_half_dim": (8.0, 1024.0), "dequant_bandwidth_efficiency": (0.01, 1.0),
+          "cpu_op_overhead_us": (1.0, 100.0), "bnb_op_overhead_us": (1.0, 500.0)}
+
+
+def _config(row, default):
+    values = {k: row[k] for k in KNOBS}
+    values["gradient_checkpointing"] = str(values["gradient_checkpointing"]).lower() == "true"
+    for k in ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank", "zero_stage"):
+        values[k] = int(values[k])
+    return default.replace(**values)
+
+
+def _key(model, config) -> str:
+    traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2), zero_stage=0,
+                            offload="none")
+    blob = json.dumps([TRACE_FORMAT, model.config, traced.to_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _to_json(trace: StepTrace) -> dict:
+    last = trace.micro_steps_traced - 1
+    phases = {name: [[list(op), n] for op, n in trace.phases[f"s2.m{last}.{name}" if name != "opt" else "s2.opt"]
+                     .ops.items()] for name in PRICED_PHASES}
+    return {"phases": phases, "trainable_params": trace.trainable_params, "total_params": trace.total_params,
+            "weight_bytes": trace.weight_bytes, "depth": trace.depth}
+
+
+def _from_json(data: dict) -> StepTrace:
+    phases = {}
+    for name, ops in data["phases"].items():
+        phases["s2.opt" if name == "opt" else f"s2.m0.{name}"] = PhaseRecord(ops={OpKey(*op): n for op, n in ops})
+    return StepTrace(depth=data["depth"], phases=phases, trainable_params=data["trainable_params"],
+                     total_params=data["total_params"], weight_bytes=data["weight_bytes"], micro_steps_traced=1)
+
+
+def load_rows(retrace: bool) -> list[dict]:
+    """Every published row with its model, config and (cached) trace."""
+    table = pd.read_csv(DATA)
+    default = SearchSpace.load().default_config()
+    cache = {} if retrace or not CACHE.exists() else json.loads(gzip.decompress(CACHE.read_bytes()))
+    rows, changed = [], False
+    for row in table.to_dict("records"):
+        model = resolve_model(str(ROOT / row["model"]) if row["model"].startswith("bench/") else row["model"])
+        config = _config(row, default)
+        key = _key(model, config)
+        if key not in cache:
+            print(f"tracing {model.name} {key} ...", file=sys.stderr)
+            cache[key] = _to_json(trace_step(model, config))
+            changed = True
+        rows.append({**row, "spec": model, "config": config, "trace": _from_json(cache[key])})
+    if changed:
+        CACHE.write_bytes(gzip.compress(json.dumps(cache, sort_keys=True).encode(), mtime=0))
+    return rows
+
+
+def estimate(row: dict, constants: dict) -> tuple[float, dict[str, float]]:
+    config = row["config"]
+    parts = estimate_step_time(row["trace"], row["spec"], config, get_gpu(row["gpu"]), int(row["gpus"]), constants)
+    tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps
+    return tokens * int(row["gpus"]) / sum(parts.values()), parts
+
+
+def _log_errors(rows: list[dict], constants: dict) -> list[float]:
+    return [abs(math.log(estimate(r, constants)[0] / r["tokens_per_s"])) for r in rows]
+
+
+def fit(rows: list[dict], trials: int, seed: int = 0) -> dict:
+    """The FITTED constants that minimize the mean |log(estimate / published)| over `rows` (Optuna TPE)."""
+    base = dict(runtime_constants())
+
+    def objective(trial):
+        constants = dict(base, **{k: trial.suggest_float(k, lo, hi, log=True) for k, (lo, hi) in FITTED.items()})
+        errors = _log_errors(rows, constants)
+        return sum(errors) / len(errors)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({k: base[k] for k in FITTED})
+    study.optimize(objective, n_trials=trials)
+    return dict(base, **study.best_params)
+
+
+def _stats(frame: pd.DataFrame, column: str) -> dict:
+    err = (frame[column] / frame["tokens_per_s"] - 1).abs() * 100
+    # Spearman = Pearson on ranks (average ranks for ties), as scipy.stats.spearmanr computes it
+    rho = frame[column].rank().corr(frame["tokens_per_s"].rank()) if len(frame) > 2 else float("nan")
+    return {"spearman": rho, "median_abs_err_pct": err.median(), "p90_abs_err_pct": err.quantile(0.9)}
+
+
+def evaluate(rows: list[dict], trials: int) -> tuple[pd.DataFrame, dict]:
+    constants = dict(runtime_constants())
+    frame = pd.DataFrame([{k: r[k] for k in ("source", "model", "method", "gpu", "gpus", "seq_len", "tokens_per_s")}
+                          for r in rows])
+    estimates = [estimate(r, constants) for r in rows]
+    frame["estimate"] = [e[0] for e in estimates]
+    for part in estimates[0][1]:
+        frame[f"t_{part}"] = [e[1][part] for e in estimates]
+    sources = sorted(frame["source"].unique())
+    frame["loso_estimate"] = float("nan")
+    if len(sources) > 1:
+        for source in sources:
+            held = [i for i, r in enumerate(rows) if r["source"] == source]
+            fitted = fit([r for r in rows if r["source"] != source], trials)
+            frame.loc[held, "loso_estimate"] = [estimate(rows[i], fitted)[0] for i in held]
+    overall = _stats(frame, "estimate")
+    loso = _stats(frame.dropna(subset=["loso_estimate"]), "loso_estimate") if len(sources) > 1 else {}
+    summary = {"points": len(frame), "sources": len(sources), "spearman": overall["spearman"],
+               "median_abs_err_pct": overall["median_abs_err_pct"], "p90_abs_err_pct": overall["p90_abs_err_pct"],
+               "loso_spearman": loso.get("spearman"), "loso_median_abs_err_pct": loso.get("median_abs_err_pct"),
+               "per_source": {s: _stats(frame[frame["source"] == s], "estimate") for s in sources}}
+    return frame, summary
+
+
+def _num(x, fmt=".2f"):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
+    constants = runtime_constants()
+    lines = ["# Throughput accuracy: estimated against published tokens/s", "",
+             "Generated by `python bench/throughput_accuracy.py` from `bench/throughput/published.csv` (sources and "
+             "conversions in `bench/throughput/README.md`). Every estimate is autofit's trace probe priced by the "
+             "performance model (`autofit/probes/_perf.py`) for the published card; error = estimate / published - 1.",
+             "", f"Fitted constants: {', '.join(f'{k} = {constants[k]:g}' for k in FITTED)}; the rest of "
+             "`autofit/data/runtime.yaml` is judged, not fitted.", "",
+             "| | points | Spearman | median abs error | p90 abs error |", "|---|---|---|---|---|",
+             f"| all sources | {summary['points']} | {_num(summary['spearman'])} | "
+             f"{_num(summary['median_abs_err_pct'], '.1f')}% | {_num(summary['p90_abs_err_pct'], '.1f')}% |"]
+    for source, s in summary["per_source"].items():
+        n = int((frame["source"] == source).sum())
+        lines.append(f"| {source} | {n} | {_num(s['spearman'])} | {_num(s['median_abs_err_pct'], '.1f')}% | "
+                     f"{_num(s['p90_abs_err_pct'], '.1f')}% |")
+    loso = ("leave-one-source-out (fitted constants refitted without the judged source): Spearman "
+            f"{_num(summary['loso_spearman'])}, median abs error {_num(summary['loso_median_abs_err_pct'], '.1f')}%"
+            if summary["sources"] > 1 else
+            "Leave-one-source-out: **not available**: the set holds one source, so no constant can be judged on a "
+            "source it was not fitted to. The figures above are in-sample.")
+    lines += ["", loso, "", "## Known gaps", "",
+              f"- {summary['sources']} source(s), {frame['gpu'].nunique()} card(s) so far (see "
+              "`bench/throughput/README.md`); issue 12 asks for >= 4 sources and >= 2 cards. With few sources, "
+              "leave-one-source-out refits the constants on whatever remains (two rows when the large source is "
+              "held out), which leaves the 4-bit and host-overhead constants unconstrained.",
+              "- Full-parameter fine-tuning with DeepSpeed ZeRO-2 at short sequences: the published steps take "
+              "~1 s (1.8B, one GPU) to ~3 s (7B, two GPUs) more than the model's GEMMs, attention, gradient "
+              "accumulation into fp32 partitions and fused Adam add up to; what DeepSpeed spends it on is not "
+              "modelled, so those rows are estimated too fast.",
+              "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.", "",
+              "## Every row", "",
+              "Time columns: the estimated step time (s per optimizer step) by part.", "",
+              "| source | model | method | gpu | gpus | seq | published tok/s | estimated tok/s | error | matmul | "
+              "dequant | attention | elementwise | optimizer | recompute | offload/comm | overhead |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in frame.to_dict("records"):
+        err = (r["estimate"] / r["tokens_per_s"] - 1) * 100
+        times = " | ".join(f"{r[c]:.2f}" for c in ("t_matmul", "t_dequantization", "t_attention", "t_elementwise",
+                                                   "t_optimizer", "t_recompute", "t_offload_communication",
+                                                   "t_overhead"))
+        lines.append(f"| {r['source']} | {Path(r['model']).name} | {r['method']} | {r['gpu']} | {r['gpus']} | "
+                     f"{r['seq_len']} | {r['tokens_per_s']:,.0f} | {r['estimate']:,.0f} | {err:+.0f}% | {times} |")
+    lines += ["", f"Machine that ran it: {platform.machine()}, Python {platform.python_version()} (the figures do "
+              "not depend on it)."]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the summary figures")
+    parser.add_argument("--retrace", action="store_true", help="trace every row again instead of using the cache")
+    parser.add_argument("--fit", action="store_true", help="print the constants fitted on all rows and exit")
+    parser.add_argument("--trials", type=int, default=150, help="Optuna trials per fit")
+    parser.add_argument("--doc", type=Path, default=DOC, help="where to write the markdown (default: %(default)s)")
+    args = parser.parse_args()
+    rows = load_rows(args.retrace)
+    if args.fit:
+        fitted = fit(rows, args.trials)
+        print(json.dumps({k: round(fitted[k], 4) for k in FITTED}, indent=2))
+        return
+    frame, summary = evaluate(rows, args.trials)
+    text = write_doc(frame, summary, args.doc)
+    if args.json:
+        keys = ("points", "sources", "spearman", "median_abs_err_pct", "p90_abs_err_pct", "loso_spearman",
+                "loso_median_abs_err_pct")
+        print(json.dumps({k: (None if summary[k] is None or (isinstance(summary[k], float) and math.isnan(summary[k]))
+                              else (round(summary[k], 4) if isinstance(summary[k], float) else summary[k]))
+                          for k in keys}))
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
