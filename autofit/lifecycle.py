@@ -28,6 +28,9 @@ def exit_status(interrupt: KeyboardInterrupt) -> int:
 
 
 def _raise_terminated(signum, frame):
+    # once: the cleanup that follows must not be cut short by a second SIGTERM (PR_SET_PDEATHSIG sends one each
+    # time a thread of a dying parent ends)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
 
 

@@ -103,9 +103,11 @@ def _formula_safe(cell: Any) -> Any:
 
 def spreadsheet_safe(frame: "pd.DataFrame") -> "pd.DataFrame":
     """`frame` with its text cells neutralised for spreadsheets (CSV injection)."""
+    import pandas as pd
+
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].map(_formula_safe)
     return frame
 
@@ -212,6 +214,8 @@ def load_study(out: Path, storage: str | None = None, study_name: str | None = N
     except KeyError:
         raise AutofitError(f"no study {study_name!r} in {masked}") from None
     except Exception as exc:  # driver, schema-version and file errors vary by backend
+        while exc.__cause__ is not None:  # Optuna wraps the driver's error, which says what went wrong
+            exc = exc.__cause__
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AutofitError(f"cannot open storage {masked}: {first}") from None
 

@@ -21,8 +21,8 @@ def _worker_main(plan: SearchPlan, index: int, parent_pid: int | None = None) ->
     when the parent dies) stops it like Ctrl-C: its probe is killed and its trial marked interrupted."""
     sigterm_raises()
     die_with_parent(signal.SIGTERM, parent_pid)
-    plan = dataclasses.replace(plan, seed=None if plan.seed is None else plan.seed + index)
     try:
+        plan = dataclasses.replace(plan, seed=None if plan.seed is None else plan.seed + index)
         run_search(plan, open_study(plan))
     except KeyboardInterrupt:
         pass

@@ -130,8 +130,11 @@ def _die_with_parent(folder: Path) -> None:
     parent = int(os.environ.get("AUTOFIT_PROBE_PARENT_PID", "0"))
     if not parent:
         return
+    direct = "LOCAL_RANK" not in os.environ  # a direct child of the search, not a torchrun rank
 
     def parent_gone() -> bool:
+        if direct:  # reparented the moment the search dies (a killed search is a zombie for a while)
+            return os.getppid() != parent
         try:
             os.kill(parent, 0)
         except ProcessLookupError:
@@ -145,8 +148,12 @@ def _die_with_parent(folder: Path) -> None:
         os._exit(143)
 
     def on_term(signum, frame):
-        if parent_gone():
-            end()
+        # PR_SET_PDEATHSIG fires when the thread that started us ends, which can be a moment before the rest
+        # of a killed search (and so before we are reparented): give it that moment
+        for _ in range(40):
+            if parent_gone():
+                end()
+            time.sleep(0.05)
         os._exit(143)
 
     def watch() -> None:
@@ -156,7 +163,7 @@ def _die_with_parent(folder: Path) -> None:
                 end()
 
     signal.signal(signal.SIGTERM, on_term)
-    if "LOCAL_RANK" not in os.environ:  # a direct child of the search (not a torchrun rank)
+    if direct:
         die_with_parent(signal.SIGTERM, parent)
     threading.Thread(target=watch, name="autofit-parent-watch", daemon=True).start()
 
