@@ -96,6 +96,8 @@ def _from_config_file(path: Path, name: str, hf_ref: str) -> ModelSpec:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AutofitError(f"cannot read model config {path}: {exc}") from None
+    except RecursionError:  # a hostile file of nested brackets
+        raise AutofitError(f"cannot read model config {path}: nested too deeply") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise AutofitError(f"{path} is not a transformers config.json (no model_type)")
     check_config_values(config, str(path))

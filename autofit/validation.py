@@ -63,12 +63,17 @@ def check_gpu_mem(total_bytes: float, text: str) -> None:
                            f"{lim['gpu_mem_max_gib']:g} GiB (16 TiB)")
 
 
-def check_pins_for_model(pins: dict[str, Any], config: dict[str, Any]) -> None:
-    """Pins that no model of this shape can take (a LoRA rank above the hidden size: the adapter would be
-    larger than the layer it adapts)."""
+def check_pins_for_model(pins: dict[str, Any], config: dict[str, Any], space_values: dict[str, tuple]) -> None:
+    """Values no model of this shape can take, pinned or in the space: a LoRA rank above the hidden size (the
+    adapter would be larger than the layer it adapts, and the trace would count bytes no run could hold)."""
     rank, hidden = pins.get("lora_rank"), config.get("hidden_size")
-    if isinstance(rank, int) and isinstance(hidden, int) and rank > hidden:
+    if not isinstance(hidden, int):
+        return
+    if isinstance(rank, int) and rank > hidden:
         raise AutofitError(f"--set lora_rank={rank}: above the model's hidden_size {hidden}")
+    above = [r for r in space_values.get("lora_rank", ()) if r > hidden]
+    if above:
+        raise AutofitError(f"the space's lora_rank {above[0]} is above the model's hidden_size {hidden}")
 
 
 # --- model config.json ----------------------------------------------------------------------------------

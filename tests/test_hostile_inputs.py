@@ -116,6 +116,9 @@ CASES = [
     ("global-batch-huge", lambda t: ["search", *TINY, "--global-batch", str(2**40)]),
     ("set-lora-rank-1e9", lambda t: ["search", *TINY, "--set", "lora_rank=1000000000"]),
     ("set-lora-rank-above-hidden", lambda t: ["search", *TINY, "--set", "lora_rank=128"]),
+    ("estimate-lora-rank-above-hidden", lambda t: ["estimate", *TINY, "--set", "lora_rank=65536"]),
+    ("space-lora-rank-above-hidden", lambda t: ["search", *TINY, "--space", _space(
+        t, "knobs:\n  lora_rank: {choices: [8, 65536], default: 8}\n")]),
     ("estimate-lora-rank-1e9", lambda t: ["estimate", *TINY, "--set", "lora_rank=1000000000"]),
     ("set-seq-len-overflow", lambda t: ["search", *TINY, "--set", "seq_len=" + "9" * 30]),
     ("set-batch-overflow", lambda t: ["search", *TINY, "--set", "per_device_train_batch_size=" + "9" * 5000]),
@@ -135,6 +138,10 @@ CASES = [
     ("config-hidden-as-text", lambda t: ["search", "--model", _model_dir(t, hidden_size="64"), "--gpu-mem", "2GB"]),
     ("config-more-experts-per-token", lambda t: ["search", "--model", _model_dir(
         t, model_type="mixtral", num_local_experts=4, num_experts_per_tok=8), "--gpu-mem", "2GB"]),
+    ("config-deep-nesting", lambda t: ["search", "--model", _file(t / "m" / "config.json", b"[" * 100000),
+                                       "--gpu-mem", "2GB"]),
+    ("config-layers-inf", lambda t: ["search", "--model", _file(t / "m" / "config.json", json.dumps(
+        _config()).replace('"num_hidden_layers": 2', '"num_hidden_layers": 1e400').encode()), "--gpu-mem", "2GB"]),
     ("space-step-true", lambda t: ["search", *TINY, "--space", _space(
         t, "knobs:\n  seq_len: {low: 64, high: 256, step: true, default: 64}\n")]),
     ("space-alias-bomb", lambda t: ["search", *TINY, "--space", _space(t, ALIAS_BOMB)]),

@@ -11,6 +11,7 @@ from ..budget import make_budget
 from ..models import resolve_model
 from ..probes import ProbeContext, TraceProbe
 from ..rules import check_valid
+from ..validation import check_pins_for_model
 from ._common import choose_gpu, load_space, parse_pins, positive
 
 
@@ -20,7 +21,10 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
     positive(gpus, "--gpus")
     spec = resolve_model(model)
     budget = make_budget(gpu_mem, headroom)
-    config = load_space(space, parse_pins(sets)).default_config()
+    pins = parse_pins(sets)
+    chosen = load_space(space, pins)
+    check_pins_for_model(pins, spec.config, {"lora_rank": (chosen.defaults["lora_rank"],)})
+    config = chosen.default_config()
     check_valid(config, spec.facts)
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     result = TraceProbe().run(spec, config, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))

@@ -98,8 +98,8 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
                        cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
     pins = parse_pins(sets)
-    check_pins_for_model(pins, spec.config)
     search_space = load_space(space, pins)
+    check_pins_for_model(pins, spec.config, search_space.values)
     card, card_source = choose_gpu(gpu, budget.gpu_mem_bytes)
     label = f"{spec.name}-{size_label(gpu_mem)}"
     folder = Path(out) if out else Path("reports") / label
