@@ -401,3 +401,16 @@ def test_workers_die_with_their_killed_parent(tmp_path):
     assert "Traceback" not in err, err
     # SIGTERM from their parent's death stopped them like Ctrl-C: their trials are interrupted, not RUNNING
     assert _wait_for(lambda: not [t for t in _load(url).trials if t.state == optuna.trial.TrialState.RUNNING], 10)
+
+
+def test_read_only_storage_folder_is_refused_before_anything(run_main, tmp_path, monkeypatch):
+    # root ignores permission bits, so the folder is made read-only in the eyes of os.access
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == folder and mode & os.W_OK
+                        else real_access(path, mode))
+    before = snapshot(tmp_path)
+    code, _, err = run_main("search", *TINY, "--out", tmp_path / "o", "--storage", f"sqlite:///{folder}/study.db")
+    assert code == 2 and err.count("\n") == 1 and "not writable" in err, err
+    assert snapshot(tmp_path) == before
