@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .errors import AutofitError
 from .runtime import runtime_constants
 from .units import GIB, parse_size
+from .validation import check_gpu_mem
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = Fal
     """The Budget for --gpu-mem and --headroom; the reserve is measured when `measure` and a GPU is present,
     and left out (`runtime_reserve` False) for CPU probes, which have no CUDA runtime."""
     total = parse_size(gpu_mem)
+    check_gpu_mem(total, gpu_mem)
     constants = runtime_constants()
     headroom = constants["headroom"] if headroom is None else headroom
-    if not 0 <= headroom < 1:
+    if not 0 <= headroom < 1:  # NaN fails this too
         raise AutofitError(f"--headroom must be a fraction in [0, 1), got {headroom}")
     measured = measure_cuda_reserve() if measure else None
     if not runtime_reserve:

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from .errors import AutofitError
+from .validation import one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the fastest way to fine-tune an LLM on the GPU memory you have.")
@@ -52,9 +53,14 @@ def search(
 ):
     """Search fine-tuning configurations; write the Pareto front, the recommended config and a report."""
     from .commands.search import search_command
+    from .lifecycle import exit_status, sigterm_raises
 
-    search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom, workers, probe_timeout, None if no_screen else screen_margin)
+    sigterm_raises()  # SIGTERM stops a search as Ctrl-C does: probe stopped, trial interrupted, outputs written
+    try:
+        search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
+                       storage, study_name, headroom, workers, probe_timeout, None if no_screen else screen_margin)
+    except KeyboardInterrupt as exc:  # before the search loop (its own handler writes the outputs)
+        sys.exit(exit_status(exc))
 
 
 @app.command()
@@ -111,5 +117,14 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except AutofitError as exc:
-        print(f"autofit: error: {exc}", file=sys.stderr)
+        print(f"autofit: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except (OSError, MemoryError) as exc:  # a full disk, a read-only or vanished folder mid-run
+        print(f"autofit: error: {one_line(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy"):  # the storage failed mid-run (disk full, server gone)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"autofit: error: storage: {one_line(first)}", file=sys.stderr)
+            sys.exit(2)
+        raise

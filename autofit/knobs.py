@@ -25,6 +25,7 @@ class KnobSpec:
     min: int | None
     memory_order: Any
     help: str
+    max: int | None = None
 
     def parse(self, raw: Any) -> Any:
         """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
@@ -48,6 +49,8 @@ class KnobSpec:
                 raise AutofitError(f"{self.name}={raw!r}: expected an integer")
             if self.min is not None and value < self.min:
                 raise AutofitError(f"{self.name}={raw!r}: must be at least {self.min}")
+            if self.max is not None and value > self.max:
+                raise AutofitError(f"{self.name}={str(raw)[:40]}: must be at most {self.max}")
         elif self.type == "bool":
             if not isinstance(value, bool):
                 raise AutofitError(f"{self.name}={raw!r}: expected true or false")
@@ -81,7 +84,7 @@ def knob_specs() -> dict[str, KnobSpec]:
     for name, entry in data.items():
         values = entry.get("values")
         specs[name] = KnobSpec(name=name, type=entry["type"], values=tuple(values) if values else None,
-                               min=entry.get("min"), memory_order=entry.get("memory_order"), help=entry["help"])
+                               min=entry.get("min"), max=entry.get("max"), memory_order=entry.get("memory_order"), help=entry["help"])
     return specs
 
 

@@ -117,8 +117,11 @@ def _from_config_file(path: Path, name: str, hf_ref: str) -> ModelSpec:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AutofitError(f"cannot read model config {path}: {exc}") from None
+    except RecursionError:  # a hostile file of nested brackets
+        raise AutofitError(f"cannot read model config {path}: nested too deeply") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise AutofitError(f"{path} is not a transformers config.json (no model_type)")
+    check_config_values(config, str(path))
     spec = ModelSpec(name=name, config=config, hf_ref=hf_ref)
     try:
         spec.hf_config()
@@ -130,12 +133,22 @@ def _from_config_file(path: Path, name: str, hf_ref: str) -> ModelSpec:
     return spec
 
 
+def check_config_values(config: dict[str, Any], where: str) -> None:
+    """Refuse config.json values no model can have (bounds in data/limits.yaml), before transformers sees them."""
+    from .validation import check_model_config_values
+
+    check_model_config_values(config, where)
+
+
 def _cached_hub_config(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
         return None
-    found = try_to_load_from_cache(repo_id, "config.json")
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid hub id either (e.g. a mistyped path "./no/such/dir")
+        return None
     return Path(found) if isinstance(found, str) else None
 
 

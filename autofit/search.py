@@ -23,6 +23,7 @@ from .sampler import CONFIG_KEY_ATTR, STATE_ATTR, AutofitSampler
 from .space import SearchSpace
 from .storage import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, make_storage, reap_lost_trials, study_lock, worker_id
 from .units import GIB
+from .validation import mask_url
 
 DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
 CPU_PROBE_MAX_PARAMS = 2e9  # beyond this a real CPU training step takes minutes to hours
@@ -128,7 +129,7 @@ def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = N
         if stored:
             for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
                 if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
-                    raise AutofitError(f"study {plan.study_name!r} in {plan.storage} holds a different search "
+                    raise AutofitError(f"study {plan.study_name!r} in {mask_url(plan.storage)} holds a different search "
                                        f"({key} differs); use another --out, --storage or --study-name")
         else:
             for key, value in attrs.items():
@@ -166,6 +167,7 @@ def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None
 def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, TrainingConfig] | str:
     """Under the study lock: decide whether to stop or wait, else create a trial holding the next
     configuration. Returns (trial, config), or "trials" / "exhausted" / "wait"."""
+    reap_lost_trials(study, claim_lock_held=True)  # a claim whose claimer died before recording itself
     before_claim = getattr(study.sampler, "before_claim", None)
     if before_claim is not None:  # the sampler may record what it can infer without a probe (e.g. oom-inferred)
         before_claim(study)

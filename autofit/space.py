@@ -24,6 +24,7 @@ import yaml
 
 from .errors import AutofitError
 from .knobs import KNOBS, TrainingConfig, knob_specs
+from .validation import limits
 
 DEFAULT_SPACE = "default.yaml"
 
@@ -44,16 +45,7 @@ class SearchSpace:
     @classmethod
     def load(cls, path: str | Path | None = None) -> "SearchSpace":
         path = Path(path) if path is not None else builtin_space_path()
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise AutofitError(f"space file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AutofitError(f"cannot read space file {path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise AutofitError(f"malformed space file {path}{where}: {getattr(exc, 'problem', exc)}") from None
+        data = _read_space_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("knobs"), dict):
             raise AutofitError(f"malformed space file {path}: expected a 'knobs:' mapping")
         fallback = None if path.resolve() == builtin_space_path().resolve() else cls.load(builtin_space_path())
@@ -83,7 +75,11 @@ class SearchSpace:
                     raise AutofitError(f"space {source}: knob {name} missing")
                 values[name] = (fallback.defaults[name],)
                 defaults[name] = fallback.defaults[name]
-        return cls(values=values, defaults=defaults, source=source)
+        space = cls(values=values, defaults=defaults, source=source)
+        if space.size > limits()["space_configs_max"]:
+            raise AutofitError(f"space {source} holds {space.size:,} configurations, more than "
+                               f"{limits()['space_configs_max']:,}; narrow some knobs")
+        return space
 
     def pinned(self, pins: dict[str, Any]) -> "SearchSpace":
         """This space with each pinned knob reduced to its one value (and that value as default)."""
@@ -115,6 +111,60 @@ class SearchSpace:
             yield TrainingConfig(*combo)
 
 
+def _read_space_yaml(path: Path) -> Any:
+    """A space file's YAML, within data/limits.yaml's bounds: a regular file of bounded size (not /dev/zero or
+    a fifo), nesting and alias expansion bounded (a few hundred bytes of aliases can expand to billions of
+    nodes), so a hostile file costs one error line, not the machine's memory."""
+    lim = limits()
+    try:
+        if not path.exists():
+            raise AutofitError(f"space file not found: {path}")
+        if not path.is_file():
+            raise AutofitError(f"space file {path} is not a regular file")
+        with open(path, "rb") as handle:
+            raw = handle.read(lim["space_file_max_bytes"] + 1)
+        if len(raw) > lim["space_file_max_bytes"]:
+            raise AutofitError(f"space file {path} is larger than {lim['space_file_max_bytes']:,} bytes")
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutofitError(f"cannot read space file {path}: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_node_size(node, path, lim["space_max_nodes"], lim["space_max_depth"])
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise AutofitError(f"malformed space file {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise AutofitError(f"space file {path} is nested too deeply") from None
+
+
+def _check_node_size(root: yaml.Node, path: Path, max_nodes: int, max_depth: int) -> None:
+    """Refuse a composed YAML document that nests deeper than `max_depth` or expands (aliases followed) to
+    more than `max_nodes` nodes. Sizes are memoised per node, so an alias bomb is measured without expanding it."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > max_depth:
+            raise AutofitError(f"space file {path} nests deeper than {max_depth} levels")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        if total > max_nodes:
+            raise AutofitError(f"space file {path} expands to more than {max_nodes:,} YAML nodes "
+                               f"(aliases counted as copies)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
 def _knob_values(name: str, entry: dict[str, Any], source: str) -> tuple:
     spec = knob_specs()[name]
     try:
@@ -122,6 +172,8 @@ def _knob_values(name: str, entry: dict[str, Any], source: str) -> tuple:
             choices = entry["choices"]
             if not isinstance(choices, list) or not choices:
                 raise AutofitError(f"knob {name}: choices must be a non-empty list")
+            if len(choices) > limits()["knob_values_max"]:
+                raise AutofitError(f"knob {name}: more than {limits()['knob_values_max']:,} choices")
             return tuple(dict.fromkeys(spec.parse(v) for v in choices))
         if "low" in entry and "high" in entry:
             if spec.type != "int":
@@ -138,8 +190,12 @@ def _knob_values(name: str, entry: dict[str, Any], source: str) -> tuple:
                     value *= 2
                 return tuple(grid)
             step = entry.get("step", 1)
-            if not isinstance(step, int) or step < 1:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:  # YAML `true` is not 1
                 raise AutofitError(f"knob {name}: step must be a positive integer")
+            count = (high - low) // step + 1
+            if count > limits()["knob_values_max"]:
+                raise AutofitError(f"knob {name}: {low}..{high} step {step} is {count:,} values, more than "
+                                   f"{limits()['knob_values_max']:,}; use a larger step or log: true")
             return tuple(range(low, high + 1, step))
     except AutofitError as exc:
         raise AutofitError(f"space {source}: {exc}") from None

@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import AutofitError
+from .validation import mask_url
 
 HEARTBEAT_S = float(os.environ.get("AUTOFIT_HEARTBEAT_S", "5"))  # how often a worker says it is alive
 GRACE_S = 6 * HEARTBEAT_S  # silence after which a running trial counts as lost
@@ -42,6 +43,10 @@ def _one_line(exc: Exception) -> str:
 
 
 def _path_of(url: str, scheme: str) -> Path:
+    if scheme == "sqlite:///":  # sqlalchemy's reading: percent-escapes decoded, "?..." is a query, not the path
+        from .validation import sqlite_path
+
+        return sqlite_path(url) or Path(":memory:")
     return Path(url[len(scheme):])
 
 
@@ -57,9 +62,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except (ImportError, ModuleNotFoundError) as exc:
-        raise AutofitError(f"cannot open storage {url}: missing driver ({exc})") from None
+        raise AutofitError(f"cannot open storage {mask_url(url)}: missing driver ({exc})") from None
     except Exception as exc:  # sqlalchemy / driver errors vary by backend
-        raise AutofitError(f"cannot open storage {url}: {_one_line(exc)}") from None
+        raise AutofitError(f"cannot open storage {mask_url(url)}: {_one_line(exc)}") from None
 
 
 @lru_cache(maxsize=8)
@@ -75,7 +80,7 @@ def _connection(url: str):
     try:
         conn = _engine(url).connect()
     except Exception as exc:  # sqlalchemy / driver errors vary by backend
-        raise AutofitError(f"cannot open storage {url}: {_one_line(exc)}") from None
+        raise AutofitError(f"cannot open storage {mask_url(url)}: {_one_line(exc)}") from None
     with conn:
         yield conn
 
@@ -84,9 +89,9 @@ def _connection(url: str):
 def study_lock(url: str, study_name: str):
     """Hold the study-wide claim lock for `url` / `study_name`."""
     key = int.from_bytes(hashlib.sha1(f"autofit:{study_name}".encode()).digest()[:8], "big", signed=True)
-    if url.startswith(("sqlite:///", "journal:///")):
-        scheme = "sqlite:///" if url.startswith("sqlite:///") else "journal:///"
-        target = _path_of(url, scheme)  # a hidden lock file beside the database or journal
+    file_scheme = next((s for s in ("sqlite:///", "journal:///") if url.startswith(s)), None)
+    target = _path_of(url, file_scheme) if file_scheme else None  # a hidden lock file beside the file
+    if target is not None and str(target) != ":memory:":  # an in-memory database has no folder to lock in
         lock_path = target.parent / f".{target.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"
         with open(lock_path, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -141,7 +146,13 @@ class Heartbeat:
         self._thread.join(timeout=HEARTBEAT_S + 5)
 
 
-def _is_lost(trial: optuna.trial.FrozenTrial, now: float) -> bool:
+def _is_lost(trial: optuna.trial.FrozenTrial, now: float, claim_lock_held: bool = False) -> bool:
+    if WORKER_ATTR not in trial.user_attrs:
+        # created by study.ask() but its claim never finished (killed between ask and recording the worker).
+        # Claims happen under the study lock, so one seen while holding the lock is an orphan; without the
+        # lock, wait a grace period from its start in case a claim is still under way.
+        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        return claim_lock_held or now - started > GRACE_S
     worker = trial.user_attrs.get(WORKER_ATTR, "")
     host, _, pid = worker.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
@@ -157,13 +168,15 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float) -> bool:
     return beat is not None and now - beat > GRACE_S
 
 
-def reap_lost_trials(study: optuna.Study) -> list[int]:
+def reap_lost_trials(study: optuna.Study, claim_lock_held: bool = False) -> list[int]:
     """Mark RUNNING trials whose worker died as lost (FAIL in Optuna) and enqueue each configuration
-    once more. Returns the numbers of the trials reaped."""
+    once more. A trial that never got a worker (its claimer died inside the claim) is lost at once when the
+    caller holds the study's claim lock (`claim_lock_held`), else after GRACE_S from its start.
+    Returns the numbers of the trials reaped."""
     now = time.time()
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _is_lost(trial, now):
+        if not _is_lost(trial, now, claim_lock_held):
             continue
         storage = study._storage
         try:

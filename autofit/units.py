@@ -6,6 +6,7 @@ GPU memory is sold and reported (nvidia-smi) in binary units, so autofit reads "
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import AutofitError
@@ -18,13 +19,17 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 def parse_size(text: str) -> int:
     """Bytes in a size such as 24GB, 24GiB, 24G, 80gb, 16384MiB or 24576MB (GB = GiB)."""
-    match = _SIZE.match(str(text))
+    text = str(text)
+    match = _SIZE.match(text) if len(text) <= 40 else None  # no card needs 40 characters; 400 digits overflow
     unit = match.group(2).lower() if match else None
     if not match or unit not in _UNITS:
-        raise AutofitError(f"malformed memory size {text!r}: use e.g. 24GB, 24GiB, 80gb or 16384MiB (GB means GiB)")
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise AutofitError(f"malformed memory size {shown!r}: use e.g. 24GB, 24GiB, 80gb or 16384MiB (GB means GiB)")
     size = float(match.group(1)) * _UNITS[unit]
     if size <= 0:
         raise AutofitError(f"memory size must be positive, got {text!r}")
+    if not math.isfinite(size):
+        raise AutofitError(f"memory size {text!r} is too large")
     return int(size)
 
 

@@ -6,18 +6,23 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import time
 from typing import Callable
 
 import optuna
 
+from .lifecycle import die_with_parent, sigterm_raises
 from .search import SearchPlan, evaluated_count, open_study, run_search
 
 
-def _worker_main(plan: SearchPlan, index: int) -> None:
-    """One of --workers N processes: probe against the shared study until it is done."""
-    plan = dataclasses.replace(plan, seed=None if plan.seed is None else plan.seed + index)
+def _worker_main(plan: SearchPlan, index: int, parent_pid: int | None = None) -> None:
+    """One of --workers N processes: probe against the shared study until it is done. SIGTERM (also sent
+    when the parent dies) stops it like Ctrl-C: its probe is killed and its trial marked interrupted."""
+    sigterm_raises()
+    die_with_parent(signal.SIGTERM, parent_pid)
     try:
+        plan = dataclasses.replace(plan, seed=None if plan.seed is None else plan.seed + index)
         run_search(plan, open_study(plan))
     except KeyboardInterrupt:
         pass
@@ -36,7 +41,7 @@ def run_workers(plan: SearchPlan, study: optuna.Study, workers: int,
         saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus_visible >= workers:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
-        process = context.Process(target=_worker_main, args=(plan, index), name=f"autofit-worker-{index}")
+        process = context.Process(target=_worker_main, args=(plan, index, os.getpid()), name=f"autofit-worker-{index}")
         process.start()
         processes.append(process)
         if saved is None:
@@ -56,6 +61,11 @@ def run_workers(plan: SearchPlan, study: optuna.Study, workers: int,
             if not alive:
                 break
             time.sleep(0.5)
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers through the terminal; SIGTERM to us does not
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        raise
     finally:
         for process in processes:
             process.join(timeout=30)

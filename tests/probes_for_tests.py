@@ -78,3 +78,24 @@ class CrashingChildProbe(ChildProcessProbe):
         code = ("import sys; sys.stderr.write('loading model\\nRuntimeError: NCCL error: unhandled cuda error\\n'); "
                 "sys.exit(134)")
         return [sys.executable, "-c", code]
+
+
+class ParentWatchingChildProbe(ChildProcessProbe):
+    """A child that sets up the real probe child's tie to its parent (autofit.probes._child._die_with_parent),
+    writes "PID TEMP-FOLDER" to the marker file and then runs for long: killing the search must end it and
+    remove the folder."""
+
+    name = "cpu"
+    device = "cpu"
+
+    def __init__(self):
+        super().__init__(timeout_s=600)
+
+    def command(self, request_path, result_path, gpus):
+        import sys
+
+        marker = os.environ["AUTOFIT_TEST_MARKER"]
+        code = ("import os, sys, time\nfrom pathlib import Path\nfrom autofit.probes._child import _die_with_parent\n"
+                "folder = Path(sys.argv[1]).parent\n_die_with_parent(folder)\n"
+                f"open({marker!r}, 'a').write(f'{{os.getpid()}} {{folder}}\\n')\ntime.sleep(600)\n")
+        return [sys.executable, "-c", code, str(request_path)]

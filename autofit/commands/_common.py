@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from ..errors import AutofitError
 from ..gpus import GpuSpec, default_gpu_for_budget, detect_gpu, get_gpu
 from ..knobs import parse_assignment
 from ..space import SearchSpace
+from ..validation import check_storage_url, short, sqlite_url, study_names_in
 
 
 def parse_pins(assignments: list[str] | None) -> dict:
@@ -43,3 +48,26 @@ def fmt_config(config: dict, keys: list[str] | None = None) -> str:
 def positive(value: int | None, flag: str) -> None:
     if value is not None and value < 1:
         raise AutofitError(f"{flag} must be at least 1")
+
+
+def check_search_target(folder: Path, storage_url: str, default_storage: bool, study_name: str,
+                        model_name: str) -> None:
+    """Before a search creates anything: its storage must be usable (a folder that exists and is writable,
+    a database that is Optuna's), and OUT must not hold another search, whose outputs this one would replace."""
+    if not default_storage or folder.exists():
+        check_storage_url(storage_url, reading=False)
+    if not folder.is_dir():
+        return
+    others = [name for name in study_names_in(sqlite_url(folder / "study.db")) if name != study_name]
+    if others:
+        raise AutofitError(f"--out {folder} holds another search (study {others[0]!r}); its outputs would be "
+                           f"replaced: use another --out")
+    best = folder / "best-config.yaml"
+    if best.is_file():
+        try:
+            stored = yaml.safe_load(best.read_text(errors="replace"))
+        except yaml.YAMLError:
+            stored = None
+        if isinstance(stored, dict) and stored.get("model") not in (None, model_name):
+            raise AutofitError(f"--out {folder} holds the search of another model ({short(stored['model'])}); its "
+                               f"outputs would be replaced: use another --out")

@@ -12,6 +12,7 @@ from ..candidates import drop_unsupported_attention
 from ..models import resolve_model
 from ..probes import ProbeContext, TraceProbe
 from ..rules import check_valid
+from ..validation import check_pins_for_model
 from ._common import choose_gpu, load_space, parse_pins, positive
 
 
@@ -22,7 +23,9 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
     spec = resolve_model(model)
     budget = make_budget(gpu_mem, headroom)
     pins = parse_pins(sets)
-    search_space, left_out = drop_unsupported_attention(load_space(space, pins), pins, spec)
+    chosen = load_space(space, pins)
+    check_pins_for_model(pins, spec.config, {"lora_rank": (chosen.defaults["lora_rank"],)})
+    search_space, left_out = drop_unsupported_attention(chosen, pins, spec)
     config = search_space.default_config()
     check_valid(config, spec.facts)
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)

@@ -20,9 +20,11 @@ from ..outputs import ensure_writable_dir, write_outputs
 from ..probes import EVALUATED, get_probe
 from ..results import pareto_frame, recommend
 from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
+from ..lifecycle import exit_status
+from ..validation import check_pins_for_model, check_search_options, sqlite_url
 from ..workers import run_workers
 from ..units import size_label
-from ._common import SHORT, choose_gpu, fmt_config, load_space, parse_pins, positive
+from ._common import SHORT, check_search_target, choose_gpu, fmt_config, load_space, parse_pins, positive
 
 DEFAULT_TRIALS = 40  # about 1.5 s a trace of a 9B model on 2 cores: a default search stays within 5 minutes
 
@@ -88,6 +90,7 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     positive(trials, "--trials")
     positive(gpus, "--gpus")
     positive(workers, "--workers")
+    check_search_options(trials, timeout, seed, global_batch, gpus, workers, probe_timeout, screen_margin)
     spec = resolve_model(model)
     if screen_margin is not None and screen_margin < 0:
         raise AutofitError("--screen-margin must be zero or positive")
@@ -96,12 +99,16 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
     pins = parse_pins(sets)
     search_space = load_space(space, pins)
+    check_pins_for_model(pins, spec.config, search_space.values)
     card, card_source = choose_gpu(gpu, budget.gpu_mem_bytes)
     label = f"{spec.name}-{size_label(gpu_mem)}"
     folder = Path(out) if out else Path("reports") / label
     existed = ensure_writable_dir(folder)
+    storage_url = storage or sqlite_url(folder / "study.db")
+    check_search_target(folder, storage_url, default_storage=storage is None, study_name=study_name or label,
+                        model_name=spec.name)
     plan = SearchPlan(model=spec, space=search_space, pins=pins, budget=budget, gpu=card, gpu_source=card_source,
-                      probe=prober, trials=trials, storage=storage or f"sqlite:///{folder}/study.db",
+                      probe=prober, trials=trials, storage=storage_url,
                       study_name=study_name or label, timeout_s=timeout, seed=seed, gpus=gpus,
                       global_batch=global_batch)
     console.print(f"[bold]{spec.name}[/] ({spec.params:,} parameters), --gpu-mem {gpu_mem}: usable "
@@ -123,7 +130,7 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
         raise
     progress = Progress(console, plan, evaluated_count(study))
     started = time.monotonic()
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         if progress.live is not None:
             progress.live.start()
@@ -131,15 +138,15 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
             reason = run_workers(plan, study, workers, on_trial=progress.finish)
         else:
             reason = run_search(plan, study, on_trial=progress.finish, on_start=progress.start)
-    except KeyboardInterrupt:
-        interrupted, reason = True, "interrupted"
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (lifecycle.Terminated)
+        interrupted, reason = exc, "interrupted"
     finally:
         if progress.live is not None:
             progress.live.stop()
     written = write_outputs(study, folder)
     _print_summary(console, study, plan, reason, time.monotonic() - started, written)
-    if interrupted:
-        sys.exit(130)
+    if interrupted is not None:
+        sys.exit(exit_status(interrupted))
 
 
 def _print_summary(console, study, plan, reason, elapsed, written) -> None:

@@ -116,8 +116,60 @@ def probe(request: dict) -> dict:
     return result
 
 
+def _die_with_parent(folder: Path) -> None:
+    """End this probe, and remove its temp folder, as soon as the search that started it is gone (killed with
+    SIGKILL, out of memory, ...): PR_SET_PDEATHSIG for a direct child, and a watchdog thread that also covers
+    ranks started by torchrun and a main thread busy in a long kernel."""
+    import signal
+    import shutil
+    import threading
+
+    from ..lifecycle import die_with_parent
+
+    parent = int(os.environ.get("AUTOFIT_PROBE_PARENT_PID", "0"))
+    if not parent:
+        return
+    direct = "LOCAL_RANK" not in os.environ  # a direct child of the search, not a torchrun rank
+
+    def parent_gone() -> bool:
+        if direct:  # reparented the moment the search dies (a killed search is a zombie for a while)
+            return os.getppid() != parent
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def end() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os._exit(143)
+
+    def on_term(signum, frame):
+        # PR_SET_PDEATHSIG fires when the thread that started us ends, which can be a moment before the rest
+        # of a killed search (and so before we are reparented): give it that moment
+        for _ in range(40):
+            if parent_gone():
+                end()
+            time.sleep(0.05)
+        os._exit(143)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if parent_gone():
+                end()
+
+    signal.signal(signal.SIGTERM, on_term)
+    if direct:
+        die_with_parent(signal.SIGTERM, parent)
+    threading.Thread(target=watch, name="autofit-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     request_path, result_path = Path(argv[0]), Path(argv[1])
+    _die_with_parent(request_path.parent)
     request = json.loads(request_path.read_text())
     result = probe(request)
     if os.environ.get("RANK", "0") != "0":  # in a DeepSpeed world rank 0 speaks for all

@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 
 from ..knobs import TrainingConfig
+from ..lifecycle import probe_dir_prefix, sweep_stale_probe_dirs
 from ..models import ModelSpec
 from ..units import GIB
 from ._base import FAILED, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe, ProbeContext, ProbeResult
 from ._trace import TraceProbe
 
 STDERR_TAIL_LINES = 20
+PARENT_PID_ENV = "AUTOFIT_PROBE_PARENT_PID"
 
 
 def default_timeout_s(model: ModelSpec, device: str) -> float:
@@ -58,7 +60,8 @@ class ChildProcessProbe(Probe):
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         started = time.perf_counter()
         timeout = self.timeout_s or default_timeout_s(model, self.device)
-        with tempfile.TemporaryDirectory(prefix="autofit-probe-") as tmp:
+        sweep_stale_probe_dirs()  # folders left by a search that was killed with SIGKILL
+        with tempfile.TemporaryDirectory(prefix=probe_dir_prefix()) as tmp:
             request_path, result_path, stderr_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
             request = {"model": {"name": model.name, "config": model.config}, "config": config.to_dict(),
                        "device": self.device, "budget_bytes": context.usable_budget_bytes, "gpus": context.gpus,
@@ -66,6 +69,7 @@ class ChildProcessProbe(Probe):
                        "threads": self.threads or os.cpu_count() or 1}
             request_path.write_text(json.dumps(request))
             env = dict(os.environ)
+            env[PARENT_PID_ENV] = str(os.getpid())  # the child dies (and cleans this folder) when we do
             if config.allocator == "expandable":
                 env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
             with open(stderr_path, "w") as stderr:
