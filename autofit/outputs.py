@@ -78,6 +78,8 @@ def export_context(study: optuna.Study, rec: Recommendation) -> "exports.ExportC
 
 
 def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
+    from .advice import advice_document
+
     attrs = study.user_attrs
     return {
         "model": attrs["model"],
@@ -92,6 +94,7 @@ def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, 
         "config": rec.config,
         "metrics": {"peak_memory_gib": round(rec.peak_memory_gib, 3), "tokens_per_s": round(rec.tokens_per_s, 1)},
         "breakdown_gib": {k: round(v, 3) for k, v in rec.breakdown_gib.items()},
+        **advice_document(study, rec),  # requirements, why, concessions, longest seq_len (autofit/advice.py)
         "versions": library_versions(),
     }
 
@@ -106,20 +109,27 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     """trials.csv, pareto.csv, report.html and, when a configuration fits, best-config.yaml and the
     trainer files (llamafactory.yaml, ds_config.json when ZeRO is used). Returns the paths written."""
+    from .advice import seq_len_csv, write_back_outputs
     from .report import render_report
 
     written: list[Path] = []
 
     def put(name: str, text: str) -> None:
         atomic_write(out / name, text)
-        written.append(out / name)
+        if out / name not in written:
+            written.append(out / name)
 
     put("trials.csv", trials_frame(study).to_csv(index=False))
     put("pareto.csv", pareto_frame(study).to_csv(index=False))
+    curve_csv = seq_len_csv(study)
+    if curve_csv is not None:
+        put("seq-len.csv", curve_csv)
     rec = recommend(study)
     if rec is not None:
         put("best-config.yaml", render_best_config(study, rec))
         for name, text in exports.render("llamafactory", export_context(study, rec)).items():
+            put(name, text)
+        for name, text in write_back_outputs(study, out).items():  # search --from FILE: the user's file, updated
             put(name, text)
     put("report.html", render_report(study))
     return written
