@@ -101,7 +101,9 @@ def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, 
 
 def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
     label = "estimated by the trace probe (fake tensors, roofline throughput)" if rec.estimated else "measured"
-    header = (f"# autofit recommendation: the fastest configuration that fits {study.user_attrs['gpu_mem']}\n"
+    what = ("the simplest of the fastest configurations that meet the requirements and fit"
+            if "requirements" in study.user_attrs else "the fastest configuration that fits")
+    header = (f"# autofit recommendation: {what} {study.user_attrs['gpu_mem']}\n"
               f"# peak memory and tokens/s are {label}\n")
     return header + yaml.safe_dump(best_config_document(study, rec), sort_keys=False)
 

@@ -108,8 +108,9 @@ def recommend(study: optuna.Study) -> Recommendation | None:
         best = min(close, key=lambda t: (sum(moving_parts(t.user_attrs["config"]).values()), -t.values[0], t.values[1]))
         if best.number != fastest.number:
             gap = 1 - best.values[0] / fastest.values[0]
+            gap_text = f"{gap:.1%}" if gap >= 0.001 else "less than 0.1%"
             reason = (f"the simplest within {tolerance:.0%} of the fastest (the estimate's noise): trial "
-                      f"{fastest.number} is {gap:.1%} faster but adds {_parts_text(fastest.user_attrs['config'])}; "
+                      f"{fastest.number} is {gap_text} faster but adds {_parts_text(fastest.user_attrs['config'])}; "
                       f"this one adds {_parts_text(best.user_attrs['config'])}")
         else:
             reason += (f", and nothing within {tolerance:.0%} of it is simpler "

@@ -32,9 +32,10 @@ def requirement_inputs(model: str | None, seq_len: int | None, lora_rank: int | 
     if from_file is not None:
         trainer = read_trainer_file(from_file)
         inputs.trainer = trainer
-        inputs.model = model or trainer.model_ref
-        if inputs.model is None:
-            raise AutofitError(f"{from_file} names no model (model_name_or_path / base_model); pass --model")
+        from ..models import preset_names
+
+        spec = trainer.model(model)  # a preset by name or hub id, a folder, or a cached hub id
+        inputs.model = spec.name if spec.name in preset_names() else spec.hf_ref
         for knob in ("seq_len", "lora_rank", "quantization"):
             key = trainer.stated.get(knob)
             where = f"--from {trainer.path.name}: {key}" if key else f"--from {trainer.path.name}: {trainer.format}'s default"
