@@ -103,7 +103,8 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
         typed = TrainingConfig.from_dict(config)
         longest, points = longest_fitting(cache, typed, max_len)
         at = cache.run(typed.replace(seq_len=longest)) if longest else None
-        curves.append(SeqLenCurve(strategy=strategy_of(config), trial=number, recommended=is_rec,
+        label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
+        curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
                                   longest_seq_len=longest,
                                   peak_memory_gib=round(at.peak_memory_gib, 3) if at else None,
                                   tokens_per_s=round(at.tokens_per_s, 1) if at else None,

@@ -76,6 +76,20 @@ def test_best_config_yaml(tiny_search):
     assert pareto and all(r["state"] == "ok" for r in pareto)
 
 
+def test_report_and_outputs_state_requirements_concessions_and_seq_len(tiny_search):
+    out, proc = tiny_search
+    page = (out / "report.html").read_text()
+    for section in ("id='requirements'", "Concessions (estimated)", "id='seq-len'", "seq_len (tokens)"):
+        assert section in page, section
+    assert "Requirements: seq_len 2048 (default)" in proc.stdout.replace("\n", " ")
+    assert "Why this one:" in proc.stdout and "Longest seq_len that fits" in proc.stdout
+    rows = list(csv.DictReader((out / "seq-len.csv").open()))
+    assert rows and rows[0]["recommended"] == "True" and int(rows[0]["longest_seq_len"]) >= 2048
+    best = yaml.safe_load((out / "best-config.yaml").read_text())
+    assert all("(estimated)" in text for text in best["concessions"])
+    assert "seq_len" in {text.split()[0] for text in best["concessions"]}
+
+
 def test_llamafactory_yaml_keys(tiny_search):
     out, _ = tiny_search
     text = (out / "llamafactory.yaml").read_text()
