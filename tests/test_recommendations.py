@@ -407,3 +407,48 @@ def test_search_data_sets_and_states_seq_len(cli, tmp_path):
     assert best["config"]["seq_len"] == 300 and best["requirements"]["seq_len"]["source"] == f"--data {data}"
     proc = cli("search", "--model", model, "--gpu-mem", "1.2GB", "--truncate-share", "0.1", "--out", tmp_path / "x")
     assert proc.returncode == 2 and "needs --data" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# conceding a default requirement (glm4-9b on 24 GB: bf16 LoRA fits only with DeepSpeed offload)
+
+
+def _glm4_plan_maker(req):
+    from autofit.probes import TraceProbe
+    from autofit.search import SearchPlan
+
+    model, budget, space = load_preset("glm4-9b"), make_budget("24GB", None), SearchSpace.load()
+
+    def make_plan(pins):
+        return SearchPlan(model=model, space=space.pinned(pins), pins=pins, budget=budget, gpu=get_gpu("rtx4090"),
+                          gpu_source="test", probe=TraceProbe(), trials=1, storage="sqlite://", study_name="t")
+    return make_plan
+
+
+def test_default_quantization_is_conceded_only_when_bf16_needs_deepspeed():
+    from autofit.advice import plan_with_requirements
+    from autofit.search import check_budget_reachable
+
+    space = SearchSpace.load()
+    values = {k: space.values[k] for k in requirement_knobs()}
+    req = resolve_requirements(space, {}, {}, None)
+    plan = plan_with_requirements(_glm4_plan_maker(req), req, check_budget_reachable, values)
+    assert req.conceded == {"quantization": "nf4"} and plan.pins["quantization"] == "nf4"
+    assert plan.pins["seq_len"] == 2048 and plan.pins["lora_rank"] == 16  # never shortened, never cut
+    assert any("conceded: nf4" in line for line in req.describe())
+    explicit = resolve_requirements(space, {}, {"quantization": ("none", "--quantization")}, None)
+    plan = plan_with_requirements(_glm4_plan_maker(explicit), explicit, check_budget_reachable, values)
+    assert explicit.conceded == {} and plan.pins["quantization"] == "none"
+    # given explicitly, bf16 stays: only DeepSpeed offload makes it fit, so the search keeps ZeRO in its space
+    assert {c.zero_stage for c in plan.candidates.configs} >= {2, 3}
+
+
+def test_json_trainer_file_is_written_back_as_json(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"output_dir": "o", "per_device_train_batch_size": 8, "learning_rate": 3e-5}))
+    trainer = read_trainer_file(str(path))
+    assert trainer.is_json and trainer.format == "hf"
+    text = apply_changes(trainer, changed_keys(trainer, {**trainer.knobs, "per_device_train_batch_size": 2,
+                                                         "gradient_accumulation_steps": 4}, None), "test")
+    assert json.loads(text) == {"output_dir": "o", "per_device_train_batch_size": 2, "learning_rate": 3e-5,
+                                "gradient_accumulation_steps": 4}
