@@ -20,8 +20,9 @@ SET_HELP = "Pin a knob, e.g. --set seq_len=4096 --set quantization=nf4 (repeatab
 
 @app.command()
 def search(
-    model: str = typer.Option(..., help="Preset name (see `autofit models`), path to a config.json or its folder, "
-                                        "or a hub id in the local Hugging Face cache."),
+    model: Optional[str] = typer.Option(None, help="Preset name (see `autofit models`), path to a config.json or its "
+                                                   "folder, or a hub id in the local Hugging Face cache (required "
+                                                   "unless --from names one)."),
     gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
     trials: int = typer.Option(40, help="Evaluated configurations the study should hold (rerunning continues)."),
     timeout: Optional[float] = typer.Option(None, help="Wall-clock budget for the whole search, seconds."),
@@ -50,17 +51,57 @@ def search(
     no_screen: bool = typer.Option(False, "--no-screen", help="Real probes: run every configuration, no trace screen."),
     workers: int = typer.Option(1, help="Probes at a time on this machine (one GPU each); other machines join by "
                                         "running the same command against one PostgreSQL --storage."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Required tokens per sequence (default: the "
+                                                                  "space's, 2048; never shortened to raise tokens/s)."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="Required LoRA rank; 0 = full fine-tuning "
+                                                                      "(default 16)."),
+    quantization: Optional[str] = typer.Option(None, "--quantization",
+                                               help="Required base-weight quantization: none|int8|nf4 (default none; "
+                                                    "a default none is conceded to nf4, stated, when nothing in "
+                                                    "bf16 fits)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training set (JSON/JSONL, Parquet, CSV, alpaca or "
+                                                            "sharegpt layout, a datasets folder): seq_len = its "
+                                                            "longest sample in tokens."),
+    truncate_share: Optional[float] = typer.Option(None, "--truncate-share",
+                                                   help="With --data: share of samples allowed to be truncated "
+                                                        "(seq_len = that percentile), e.g. 0.01."),
+    from_file: Optional[str] = typer.Option(None, "--from", help="A LLaMA-Factory, axolotl or HF TrainingArguments "
+                                                                 "file: its settings are the requirements; the "
+                                                                 "recommendation is written back in its format."),
 ):
     """Search fine-tuning configurations; write the Pareto front, the recommended config and a report."""
+    from .commands._requirements import requirement_inputs
     from .commands.search import search_command
     from .lifecycle import exit_status, sigterm_raises
 
     sigterm_raises()  # SIGTERM stops a search as Ctrl-C does: probe stopped, trial interrupted, outputs written
     try:
-        search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                       storage, study_name, headroom, workers, probe_timeout, None if no_screen else screen_margin)
+        inputs = requirement_inputs(model, seq_len, lora_rank, quantization, data, truncate_share, from_file,
+                                    global_batch, gpus)
+        search_command(inputs.model, gpu_mem, trials, timeout, seed, space, sets, inputs.global_batch, gpus, gpu, probe,
+                       out, storage, study_name, headroom, workers, probe_timeout, None if no_screen else screen_margin,
+                       given=inputs.given, notes=inputs.notes, global_batch_source=inputs.global_batch_source,
+                       from_file=inputs.trainer)
     except KeyboardInterrupt as exc:  # before the search loop (its own handler writes the outputs)
         sys.exit(exit_status(exc))
+
+
+@app.command()
+def check(
+    file: str = typer.Argument(..., help="A LLaMA-Factory YAML, an axolotl YAML or an HF TrainingArguments "
+                                         "YAML/JSON (with the DeepSpeed JSON it names)."),
+    gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
+    model: Optional[str] = typer.Option(None, help="The model, when the file names none (or to override it)."),
+    gpu: Optional[str] = typer.Option(None, help="Target card for the throughput estimates."),
+    gpus: int = typer.Option(1, help="Data-parallel GPUs."),
+    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Does your trainer file fit? Peak memory against the budget, the breakdown, and when it does not fit the
+    three configurations that fit with the fewest changes. Exit 0: fits, 1: does not fit, 2: bad input."""
+    from .commands.check import check_command
+
+    sys.exit(check_command(file, gpu_mem, model, gpu, gpus, headroom, as_json))
 
 
 @app.command()

@@ -26,6 +26,8 @@ class KnobSpec:
     memory_order: Any
     help: str
     max: int | None = None
+    kind: str = "neutral"  # requirement | neutral (data/knobs.yaml)
+    moving_parts: dict | None = None  # value -> parts it adds to a run (neutral knobs)
 
     def parse(self, raw: Any) -> Any:
         """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
@@ -84,8 +86,31 @@ def knob_specs() -> dict[str, KnobSpec]:
     for name, entry in data.items():
         values = entry.get("values")
         specs[name] = KnobSpec(name=name, type=entry["type"], values=tuple(values) if values else None,
-                               min=entry.get("min"), max=entry.get("max"), memory_order=entry.get("memory_order"), help=entry["help"])
+                               min=entry.get("min"), max=entry.get("max"), memory_order=entry.get("memory_order"),
+                               help=entry["help"], kind=entry["kind"], moving_parts=entry.get("moving_parts"))
+        if specs[name].kind not in ("requirement", "neutral"):
+            raise RuntimeError(f"data/knobs.yaml: {name} has kind {entry['kind']!r}; expected requirement or neutral")
     return specs
+
+
+def requirement_knobs() -> tuple[str, ...]:
+    """Knobs that change what is trained (data/knobs.yaml kind: requirement)."""
+    return tuple(name for name, spec in knob_specs().items() if spec.kind == "requirement")
+
+
+def neutral_knobs() -> tuple[str, ...]:
+    """Knobs that change speed and memory, not the result of training (kind: neutral)."""
+    return tuple(name for name, spec in knob_specs().items() if spec.kind == "neutral")
+
+
+def moving_parts(config: dict[str, Any]) -> dict[str, int]:
+    """What each non-default part of `config` adds to a run (knob -> parts), from knobs.yaml's moving_parts."""
+    found = {}
+    for name, spec in knob_specs().items():
+        parts = (spec.moving_parts or {}).get(config.get(name), 0)
+        if parts:
+            found[name] = parts
+    return found
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,8 @@ def export_context(study: optuna.Study, rec: Recommendation) -> "exports.ExportC
 
 
 def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
+    from .advice import advice_document
+
     attrs = study.user_attrs
     return {
         "model": attrs["model"],
@@ -147,13 +149,16 @@ def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, 
         "config": rec.config,
         "metrics": {"peak_memory_gib": round(rec.peak_memory_gib, 3), "tokens_per_s": round(rec.tokens_per_s, 1)},
         "breakdown_gib": {k: round(v, 3) for k, v in rec.breakdown_gib.items()},
+        **advice_document(study, rec),  # requirements, why, concessions, longest seq_len (autofit/advice.py)
         "versions": library_versions(),
     }
 
 
 def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
     label = "estimated by the trace probe (fake tensors, performance-model throughput)" if rec.estimated else "measured"
-    header = (f"# autofit recommendation: the fastest configuration that fits {study.user_attrs['gpu_mem']}\n"
+    what = ("the simplest of the fastest configurations that meet the requirements and fit"
+            if "requirements" in study.user_attrs else "the fastest configuration that fits")
+    header = (f"# autofit recommendation: {what} {study.user_attrs['gpu_mem']}\n"
               f"# peak memory and tokens/s are {label}\n")
     return header + yaml.safe_dump(best_config_document(study, rec), sort_keys=False)
 
@@ -161,14 +166,19 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     """trials.csv, pareto.csv, report.html and, when a configuration fits, best-config.yaml and the
     trainer files (llamafactory.yaml, ds_config.json when ZeRO is used). Returns the paths written."""
+    from .advice import seq_len_csv, write_back_outputs
     from .report import render_report
 
     files = {"trials.csv": spreadsheet_safe(trials_frame(study)).to_csv(index=False),
              "pareto.csv": spreadsheet_safe(pareto_frame(study)).to_csv(index=False)}
+    curve_csv = seq_len_csv(study)
+    if curve_csv is not None:
+        files["seq-len.csv"] = curve_csv
     rec = recommend(study)
     if rec is not None:
         files["best-config.yaml"] = render_best_config(study, rec)
         files.update(exports.render("llamafactory", export_context(study, rec)))
+        files.update(write_back_outputs(study, out))  # search --from FILE: the user's file, updated
     files["report.html"] = render_report(study)
     return write_together(out, files)
 

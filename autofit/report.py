@@ -33,6 +33,7 @@ from plotly.offline import get_plotlyjs
 
 from . import exports
 from .knobs import KNOBS
+from .report_advice import requirements_section, seq_len_section
 from .results import Recommendation, pareto_frame, recommend, trials_frame
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "other")
@@ -596,6 +597,8 @@ def _recommendation(data: _Data) -> str:
                   f'{"".join(panels)}') if files else ""
     why = ("The fastest configuration whose peak memory fits the usable budget (ties: the smaller peak). "
            "Other trade-offs are on the Pareto front below.")
+    if rec.reason:  # a study with requirements: the simplest of the fastest that meets them (report_advice.py)
+        why = f"{rec.reason[0].upper()}{rec.reason[1:]}. Other trade-offs are on the Pareto front below."
     return (f"<section id='recommended'><h2>Recommended configuration</h2><p class='muted'>{why}</p>{kpis}{gauge}"
             f"<h3>Knobs</h3><div class='knobs'>{knobs}</div>{files_html}{files_error}</section>")
 
@@ -1208,6 +1211,8 @@ def render_report(study: optuna.Study) -> str:
     sections = [
         _header(data),
         _recommendation(data),
+        requirements_section(data),
+        seq_len_section(data, figures),
         _pareto_section(data, figures),
         _breakdown_section(data, figures),
         _time_section(data, figures),
@@ -1216,8 +1221,10 @@ def render_report(study: optuna.Study) -> str:
         _table_section(data),
         _validation_section(data, figures),
     ]
-    nav = ("<nav><a href='#recommended'>Recommended</a><a href='#pareto'>Pareto front</a>"
-           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a><a href='#knobs'>Knob effects</a><a href='#history'>History</a>"
+    nav = ("<nav><a href='#recommended'>Recommended</a><a href='#requirements'>Requirements</a>"
+           "<a href='#seq-len'>Sequence length</a><a href='#pareto'>Pareto front</a>"
+           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a><a href='#knobs'>Knob effects</a>"
+           "<a href='#history'>History</a>"
            "<a href='#trials-section'>Every trial</a><a href='#validation'>Predicted vs measured</a></nav>")
     estimated_banner = ""
     if data.all_estimated:

@@ -9,7 +9,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from .knobs import KNOBS
+from .knobs import KNOBS, moving_parts
+from .requirements import Requirements
+from .runtime import runtime_constants
 from .sampler import STATE_ATTR
 from .units import GIB
 
@@ -54,19 +56,70 @@ class Recommendation:
     breakdown_gib: dict[str, float]
     estimated: bool
     probe: str
+    # why this one: "the fastest", or "simplest within X% of the fastest (trial N, ...)"
+    reason: str = ""
+    fastest_trial: int | None = None  # the fastest trial meeting the requirements, when another was chosen
+    tolerance: float = 0.0  # the share of the fastest's tokens/s counted as equally fast
+
+
+def _tolerance(fastest: optuna.trial.FrozenTrial) -> float:
+    """The noise of the fastest trial's tokens/s: the stated share for estimates, and for measured probes the
+    larger of that and its own step-time spread."""
+    share = float(runtime_constants()["simplest_within"])
+    steps = (fastest.user_attrs.get("details") or {}).get("measured_steps_s")
+    if not fastest.user_attrs.get("estimated") and steps and len(steps) > 1:
+        ordered = sorted(steps)
+        median = ordered[len(ordered) // 2]
+        if median > 0:
+            share = max(share, (ordered[-1] - ordered[0]) / median)
+    return share
+
+
+def _parts_text(config: dict[str, Any]) -> str:
+    parts = moving_parts(config)
+    return ", ".join(f"{k}={config[k]}" for k in parts) or "none"
+
+
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials that fit the budget."""
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(STATE_ATTR) == "ok"
+            and all(v <= 0 for v in t.constraints.values())]
 
 
 def recommend(study: optuna.Study) -> Recommendation | None:
-    """The feasible trial with the highest tokens/s; ties go to the lower peak memory."""
-    feasible = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(STATE_ATTR) == "ok"
-                and all(v <= 0 for v in t.constraints.values())]
+    """The simplest of the fastest configurations that meet the requirements: among feasible trials meeting the
+    stored requirements (conceded defaults included), those within the noise of the fastest, the one with the
+    fewest moving parts (knobs.yaml); ties go to higher tokens/s, then lower peak memory. A study without stored
+    requirements (older autofit) takes the fastest feasible trial."""
+    req = Requirements.from_attrs(study.user_attrs.get("requirements"))
+    gpus = study.user_attrs.get("gpus", 1)
+    feasible = feasible_trials(study)
+    if req is not None:
+        pinned = Requirements(values=req.pins(), sources=req.sources, global_batch=req.global_batch)
+        feasible = [t for t in feasible if pinned.meets(t.user_attrs["config"], gpus)]
     if not feasible:
         return None
-    best = max(feasible, key=lambda t: (t.values[0], -t.values[1]))
+    fastest = max(feasible, key=lambda t: (t.values[0], -t.values[1]))
+    best, reason, tolerance = fastest, "the fastest configuration that meets the requirements", 0.0
+    if req is not None:
+        tolerance = _tolerance(fastest)
+        close = [t for t in feasible if t.values[0] >= fastest.values[0] * (1 - tolerance)]
+        best = min(close, key=lambda t: (sum(moving_parts(t.user_attrs["config"]).values()), -t.values[0], t.values[1]))
+        if best.number != fastest.number:
+            gap = 1 - best.values[0] / fastest.values[0]
+            gap_text = f"{gap:.1%}" if gap >= 0.001 else "less than 0.1%"
+            reason = (f"the simplest within {tolerance:.0%} of the fastest (the estimate's noise): trial "
+                      f"{fastest.number} is {gap_text} faster but adds {_parts_text(fastest.user_attrs['config'])}; "
+                      f"this one adds {_parts_text(best.user_attrs['config'])}")
+        else:
+            reason += (f", and nothing within {tolerance:.0%} of it is simpler "
+                       f"(moving parts: {_parts_text(best.user_attrs['config'])})")
     return Recommendation(trial=best, config=best.user_attrs["config"], peak_memory_gib=best.values[1],
                           tokens_per_s=best.values[0], breakdown_gib=best.user_attrs.get("breakdown_gib", {}),
-                          estimated=bool(best.user_attrs.get("estimated")), probe=best.user_attrs.get("probe", ""))
+                          estimated=bool(best.user_attrs.get("estimated")), probe=best.user_attrs.get("probe", ""),
+                          reason=reason, fastest_trial=None if best.number == fastest.number else fastest.number,
+                          tolerance=tolerance)
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

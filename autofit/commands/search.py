@@ -13,7 +13,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..advice import FROM_FILE_ATTR, REQUIREMENTS_ATTR, compute_advice, plan_with_requirements, summary_lines
 from ..budget import make_budget
+from ..knobs import requirement_knobs
+from ..requirements import resolve_requirements
 from ..errors import AutofitError
 from ..models import resolve_model
 from ..outputs import ensure_writable_dir, write_outputs
@@ -83,7 +86,10 @@ class Progress:
 
 
 def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_batch, gpus, gpu, probe, out,
-                   storage, study_name, headroom, workers=1, probe_timeout=None, screen_margin=0.10) -> None:
+                   storage, study_name, headroom, workers=1, probe_timeout=None, screen_margin=0.10,
+                   given=None, notes=None, global_batch_source="--global-batch", from_file=None) -> None:
+    """`given`: requirement knob -> (value, source) from --seq-len/--lora-rank/--quantization/--data/--from;
+    `notes`: lines saying how they were derived; `from_file`: a TrainerFile to write the recommendation back to."""
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # logs and CI: keep tables whole
@@ -100,6 +106,10 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     pins = parse_pins(sets)
     search_space = load_space(space, pins)
     check_pins_for_model(pins, spec.config, search_space.values)
+    req = resolve_requirements(search_space, pins, given or {}, global_batch, global_batch_source)
+    req.notes += list(notes or [])
+    unpinned = load_space(space, {})
+    space_values = {k: unpinned.values[k] for k in requirement_knobs()}
     card, card_source = choose_gpu(gpu, budget.gpu_mem_bytes)
     label = f"{spec.name}-{size_label(gpu_mem)}"
     folder = Path(out) if out else Path("reports") / label
@@ -107,20 +117,32 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     storage_url = storage or sqlite_url(folder / "study.db")
     check_search_target(folder, storage_url, default_storage=storage is None, study_name=study_name or label,
                         model_name=spec.name)
-    plan = SearchPlan(model=spec, space=search_space, pins=pins, budget=budget, gpu=card, gpu_source=card_source,
-                      probe=prober, trials=trials, storage=storage_url,
-                      study_name=study_name or label, timeout_s=timeout, seed=seed, gpus=gpus,
-                      global_batch=global_batch)
+
+    def make_plan(requirement_pins):
+        # the search is pinned to the requirements: every trial is a configuration the user can take
+        return SearchPlan(model=spec, space=search_space.pinned(requirement_pins), pins={**pins, **requirement_pins},
+                          budget=budget, gpu=card, gpu_source=card_source, probe=prober, trials=trials,
+                          storage=storage_url, study_name=study_name or label,
+                          timeout_s=timeout, seed=seed, gpus=gpus, global_batch=global_batch)
+
+    plan = make_plan(req.pins())
     console.print(f"[bold]{spec.name}[/] ({spec.params:,} parameters), --gpu-mem {gpu_mem}: usable "
                   f"{budget.usable_gib:.2f} GiB (CUDA reserve {budget.reserve_bytes / 2**30:.2f} GiB "
                   f"{budget.reserve_source}, headroom {budget.headroom:.0%}). Throughput for {card.name} "
                   f"({card_source}). Probe: {prober.name}"
                   + (" - memory and tokens/s are [yellow]estimated[/]" if prober.estimated else "") + ".")
+    console.print("Requirements (the recommendation meets them; anything else is shown as a concession): "
+                  + "; ".join(req.describe()), highlight=False)
+    plan = plan_with_requirements(make_plan, req, check_budget_reachable, space_values)
+    if req.conceded:
+        console.print(f"[yellow]Conceded[/]: nothing with the default "
+                      + ", ".join(f"{k} {req.values[k]}" for k in req.conceded) + " fits; searching "
+                      + ", ".join(f"{k} {v}" for k, v in req.conceded.items())
+                      + " instead (pass the requirement explicitly to refuse this).", highlight=False)
     for note in plan.notes:
         console.print(note, highlight=False)
     console.print(f"{len(plan.candidates):,} valid configurations; searching {', '.join(plan.candidates.searched)}.",
                   highlight=False)
-    check_budget_reachable(plan)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         study = open_study(plan)
@@ -143,6 +165,12 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     finally:
         if progress.live is not None:
             progress.live.stop()
+    if not interrupted:
+        compute_advice(plan, study, req, space_values)
+    else:
+        study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
+    if from_file is not None:
+        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
     written = write_outputs(study, folder)
     _print_summary(console, study, plan, reason, time.monotonic() - started, written)
     if interrupted is not None:
@@ -171,4 +199,6 @@ def _print_summary(console, study, plan, reason, elapsed, written) -> None:
         console.print(f"[bold green]Recommended[/] (trial {rec.trial.number}): {fmt_config(rec.config)}")
         console.print(f"  peak {rec.peak_memory_gib:.2f} GiB of {plan.budget.usable_gib:.2f} GiB usable, "
                       f"{rec.tokens_per_s:,.0f} tokens/s{mark}", highlight=False)
+    for line in summary_lines(study, rec):
+        console.print(line, highlight=False)
     console.print("Wrote: " + ", ".join(str(p) for p in written), highlight=False)

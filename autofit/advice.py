@@ -1,0 +1,181 @@
+"""After a search: the concessions and the sequence-length curves, computed once with the trace probe and stored in
+the study (so `autofit report` and any worker rebuild the same outputs), and what best-config.yaml, seq-len.csv
+and the CLI say about the requirements and why the recommendation was chosen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from .concessions import Concession, TraceCache, concessions_that_fit, find_concessions
+from .errors import AutofitError
+from .knobs import TrainingConfig
+from .requirements import Requirements, concedable_defaults
+from .results import Recommendation, pareto_frame, recommend
+from .seq_len_curve import CSV_COLUMNS, seq_len_curves
+
+REQUIREMENTS_ATTR, CONCESSIONS_ATTR, CURVE_ATTR = "requirements", "concessions", "seq_len_curve"
+
+
+def fits_without_deepspeed(plan) -> bool:
+    """Whether a configuration of the plan without ZeRO fits (the cheapest ones by the memory orders, traced)."""
+    cache = TraceCache(plan.model, plan.context)
+    minimal = [plan.candidates.configs[i] for i in plan.candidates.minimal()]
+    return any(cache.fits(c) for c in minimal if c.zero_stage == 0)
+
+
+def plan_with_requirements(make_plan, req: Requirements, check, space_values: dict[str, tuple]) -> Any:
+    """The search plan pinned to the requirements. A default requirement is conceded (requirements.
+    DEFAULT_CONCESSIONS, in order) when nothing meeting it fits on one GPU without DeepSpeed: DeepSpeed with CPU
+    offload for a LoRA adapter is a dependency and a launch path a practitioner would not take over QLoRA, unless
+    they asked for bf16 weights (--quantization none), which is never conceded. When nothing fits at all, fail
+    naming single concessions that would fit. `make_plan(pins)` builds a plan; `check(plan)` raises when its
+    cheapest configurations do not fit."""
+    plan = make_plan(req.pins())
+    error = None
+    try:
+        check(plan)
+        if plan.gpus > 1 or fits_without_deepspeed(plan):
+            return plan
+    except AutofitError as exc:
+        error = exc
+    for knob, value in concedable_defaults(req):
+        req.conceded = {knob: value}
+        conceded = make_plan(req.pins())
+        try:
+            check(conceded)
+            return conceded
+        except AutofitError:
+            req.conceded = {}
+    if error is None:
+        return plan  # only DeepSpeed makes it fit, and no default may be conceded: search with it
+    cache = TraceCache(plan.model, plan.context)
+    minimal = [plan.candidates.configs[i] for i in plan.candidates.minimal()]
+    fitting = concessions_that_fit(cache, minimal, req, space_values)
+    if not fitting:
+        raise error
+    options = "; ".join(c.text for c in fitting)
+    raise AutofitError(f"nothing that meets the requirements ({', '.join(req.describe()[:3])}) fits "
+                       f"{plan.budget.gpu_mem_text} (usable {plan.budget.usable_gib:.2f} GiB); it fits if you give up "
+                       f"one of them: {options}. Pass the one you accept (e.g. --quantization, --seq-len, --lora-rank)")
+
+
+def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: dict[str, tuple]) -> None:
+    """Trace the concessions and the sequence-length curves for the study's recommendation; store them."""
+    study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
+    rec = recommend(study)
+    cache = TraceCache(plan.model, plan.context)
+    if rec is None:  # what fits by giving up one requirement, from the cheapest configurations
+        minimal = [plan.candidates.configs[i] for i in plan.candidates.minimal()]
+        found = concessions_that_fit(cache, minimal, req, space_values)
+        study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
+        study.set_user_attr(CURVE_ATTR, [])
+        return
+    base = TrainingConfig.from_dict(rec.config)
+    own = cache.run(base)  # the recommendation's own trace: deltas compare estimate with estimate
+    found = find_concessions(cache, base, req, space_values, (own.peak_memory_gib, own.tokens_per_s))
+    study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
+    front = pareto_frame(study)
+    front = front.sort_values("tokens_per_s", ascending=False)
+    from .knobs import KNOBS
+
+    others = [(int(row["number"]), {k: _plain(row[k]) for k in KNOBS}) for _, row in front.iterrows()]
+    curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
+    study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def stored_requirements(study: optuna.Study) -> Requirements | None:
+    return Requirements.from_attrs(study.user_attrs.get(REQUIREMENTS_ATTR))
+
+
+def stored_concessions(study: optuna.Study) -> list[dict[str, Any]]:
+    return list(study.user_attrs.get(CONCESSIONS_ATTR) or [])
+
+
+def stored_curves(study: optuna.Study) -> list[dict[str, Any]]:
+    return list(study.user_attrs.get(CURVE_ATTR) or [])
+
+
+def seq_len_csv(study: optuna.Study) -> str | None:
+    curves = stored_curves(study)
+    if not curves:
+        return None
+    return pd.DataFrame([{k: c.get(k) for k in CSV_COLUMNS} for c in curves], columns=CSV_COLUMNS).to_csv(index=False)
+
+
+def advice_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
+    """The keys best-config.yaml gains: requirements (with sources), why this configuration, concessions."""
+    req = stored_requirements(study)
+    doc: dict[str, Any] = {}
+    if req is not None:
+        doc["requirements"] = {
+            **{k: {"value": v, "source": req.sources[k], **({"conceded_to": req.conceded[k]} if k in req.conceded
+                                                             else {})} for k, v in req.values.items()},
+            "global_batch": {"value": req.global_batch, "source": req.global_batch_source},
+        }
+        if req.notes:
+            doc["requirements"]["notes"] = list(req.notes)
+    if rec.reason:
+        doc["why"] = rec.reason
+    concessions = stored_concessions(study)
+    if req is not None:
+        doc["concessions"] = [c["text"] for c in concessions]
+    curves = stored_curves(study)
+    if curves:
+        doc["longest_seq_len"] = {c["strategy"]: c["longest_seq_len"] for c in curves}
+    return doc
+
+
+def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
+    """Lines for the CLI summary: requirements, why, concessions, the sequence-length curve (plain text)."""
+    lines = []
+    req = stored_requirements(study)
+    if req is not None:
+        lines.append("Requirements: " + "; ".join(req.describe()))
+    if rec is not None and rec.reason:
+        lines.append(f"Why this one: {rec.reason}.")
+    concessions = [Concession(**{k: v for k, v in c.items() if k != "text"}) for c in stored_concessions(study)]
+    if concessions:
+        lines.append("Concessions (each gives up one requirement; against the recommendation):")
+        lines += [f"  - {c.text}" for c in concessions]
+    for curve in stored_curves(study):
+        mark = " (recommended)" if curve["recommended"] else ""
+        longest = curve["longest_seq_len"]
+        cap = " (the model's limit)" if curve.get("capped_at") else ""
+        lines.append(f"Longest seq_len that fits, {curve['strategy']}{mark}: "
+                     + (f"{longest}{cap}" if longest else "none") + " (estimated)")
+    return lines
+
+
+FROM_FILE_ATTR = "from_file"
+
+
+def write_back_outputs(study: optuna.Study, out) -> dict[str, str]:
+    """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
+    of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
+    from pathlib import Path
+
+    from . import exports
+    from .outputs import export_context
+    from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
+
+    stored = study.user_attrs.get(FROM_FILE_ATTR)
+    rec = recommend(study)
+    if not stored or rec is None:
+        return {}
+    trainer = from_attrs(stored)
+    files: dict[str, str] = {}
+    ds_path = None
+    if rec.config["zero_stage"]:
+        files.update(exports.render("deepspeed", export_context(study, rec)))
+        ds_path = str((Path(out) / exports.DS_FILENAME).resolve())
+    keys = changed_keys(trainer, rec.config, ds_path)
+    why = f"autofit {'estimate' if rec.estimated else 'measurement'} for {study.user_attrs['gpu_mem']}"
+    files[output_name(trainer)] = apply_changes(trainer, keys, why)
+    return files

@@ -1,0 +1,114 @@
+"""The sequence-length curve: for the recommendation and each other strategy on the front (LoRA bf16, QLoRA,
+full + ZeRO, ...), the longest seq_len that fits the budget, found by bisection on the trace probe (each trace is
+cheap and cached). A common way to debug an OOM in LLaMA-Factory is to raise cutoff_len and watch where memory
+bends; this does it up front. Every figure is an estimate. Written to seq-len.csv and plotted in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .concessions import TraceCache
+from .knobs import TrainingConfig
+
+GRANULARITY = 256  # seq_len is searched in multiples of this
+MAX_OTHER_STRATEGIES = 2  # beyond the recommendation: each strategy costs about eight traces
+CSV_COLUMNS = ["strategy", "trial", "recommended", "longest_seq_len", "peak_memory_gib", "tokens_per_s", "capped_at",
+               "estimated", "traces"]
+
+
+def strategy_of(config: dict[str, Any]) -> str:
+    """A short name for how a configuration trains: method, quantization, ZeRO/offload, checkpointing."""
+    if config["lora_rank"] == 0:
+        method = "full"
+    elif config["quantization"] == "nf4":
+        method = "QLoRA nf4"
+    elif config["quantization"] == "int8":
+        method = "LoRA int8"
+    else:
+        method = "LoRA bf16"
+    parts = [method]
+    if config["zero_stage"]:
+        parts.append(f"ZeRO-{config['zero_stage']}" + (f" offload {config['offload']}" if config["offload"] != "none" else ""))
+    parts.append("checkpointing" if config["gradient_checkpointing"] else "no checkpointing")
+    return ", ".join(parts)
+
+
+@dataclass
+class SeqLenCurve:
+    strategy: str
+    trial: int | None
+    recommended: bool
+    longest_seq_len: int | None  # None: not even GRANULARITY tokens fit
+    peak_memory_gib: float | None  # at longest_seq_len
+    tokens_per_s: float | None
+    capped_at: int | None  # the model's max positions, when the curve reached it
+    points: list[tuple[int, float, bool]] = field(default_factory=list)  # (seq_len, peak GiB, fits), traced
+
+    def row(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "trial": self.trial, "recommended": self.recommended,
+                "longest_seq_len": self.longest_seq_len, "peak_memory_gib": self.peak_memory_gib,
+                "tokens_per_s": self.tokens_per_s, "capped_at": self.capped_at, "estimated": True,
+                "traces": len(self.points)}
+
+
+def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> tuple[int | None, list]:
+    """The longest multiple of GRANULARITY up to `max_len` at which `config` fits: double from its own seq_len
+    until it does not fit, then bisect to a step of max(GRANULARITY, 1/16 of the fitting length)."""
+    points: list[tuple[int, float, bool]] = []
+
+    def fits(seq_len: int) -> bool:
+        result = cache.run(config.replace(seq_len=seq_len))
+        points.append((seq_len, round(result.peak_memory_gib or 0.0, 3), result.state == "ok"))
+        return result.state == "ok"
+
+    top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
+    start = min(top, max(GRANULARITY, config.seq_len // GRANULARITY * GRANULARITY))
+    low, high = (start, None) if fits(start) else (None, start)
+    while low is None:  # shrink until something fits
+        if high <= GRANULARITY:
+            return None, points
+        candidate = max(GRANULARITY, high // 2 // GRANULARITY * GRANULARITY)
+        low, high = (candidate, high) if fits(candidate) else (None, candidate)
+    while high is None:  # grow until something does not fit, or the model's limit
+        if low >= top:
+            return low, points
+        candidate = min(top, low * 2)
+        low, high = (candidate, None) if fits(candidate) else (low, candidate)
+    while high - low > max(GRANULARITY, low // 16):
+        middle = (low + high) // 2 // GRANULARITY * GRANULARITY
+        if middle <= low:
+            break
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low, points
+
+
+def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, front: list[tuple[int, dict]],
+                   max_len: int) -> list[SeqLenCurve]:
+    """Curves for the recommendation and up to MAX_OTHER_STRATEGIES other strategies of the front (the fastest
+    trial of each strategy)."""
+    chosen: list[tuple[int, dict, bool]] = []
+    seen: set[str] = set()
+    if recommended is not None:
+        chosen.append((*recommended, True))
+        seen.add(strategy_of(recommended[1]))
+    for number, config in front:  # fastest first
+        name = strategy_of(config)
+        if name not in seen and len(chosen) < MAX_OTHER_STRATEGIES + (recommended is not None):
+            seen.add(name)
+            chosen.append((number, config, False))
+    curves = []
+    for number, config, is_rec in chosen:
+        typed = TrainingConfig.from_dict(config)
+        longest, points = longest_fitting(cache, typed, max_len)
+        at = cache.run(typed.replace(seq_len=longest)) if longest else None
+        label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
+        curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
+                                  longest_seq_len=longest,
+                                  peak_memory_gib=round(at.peak_memory_gib, 3) if at else None,
+                                  tokens_per_s=round(at.tokens_per_s, 1) if at else None,
+                                  capped_at=max_len if longest and longest >= max_len // GRANULARITY * GRANULARITY
+                                  else None,
+                                  points=sorted(points)))
+    return curves
