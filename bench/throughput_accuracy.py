@@ -186,13 +186,18 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
     lines += ["", loso, "", "## Known gaps", "",
               f"- {summary['sources']} source(s), {frame['gpu'].nunique()} card(s) so far (see "
               "`bench/throughput/README.md`); issue 12 asks for >= 4 sources and >= 2 cards. With few sources, "
-              "leave-one-source-out refits the constants on whatever remains (two rows when the large source is "
-              "held out), which leaves the 4-bit and host-overhead constants unconstrained.",
+              "leave-one-source-out refits the constants on what remains, which can leave some unconstrained "
+              "(held out, Qwen's short-sequence QLoRA rows are the only ones that pin the 4-bit and host-overhead "
+              "constants).",
               "- Full-parameter fine-tuning with DeepSpeed ZeRO-2 at short sequences: the published steps take "
               "~1 s (1.8B, one GPU) to ~3 s (7B, two GPUs) more than the model's GEMMs, attention, gradient "
               "accumulation into fp32 partitions and fused Adam add up to; what DeepSpeed spends it on is not "
               "modelled, so those rows are estimated too fast.",
-              "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.", "",
+              "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.",
+              "- The RTX 4090 rows (Answer.AI) are all estimated 21-38% too slow, at any model size and with or "
+              "without 4-bit weights: the judged GEMM and bandwidth efficiencies fit the datacenter cards better "
+              "than this consumer card.",
+              "- FSDP (Answer.AI) is modelled as ZeRO-3 without overlap of transfers and compute.", "",
               "## Every row", "",
               "Time columns: the estimated step time (s per optimizer step) by part.", "",
               "| source | model | method | gpu | gpus | seq | published tok/s | estimated tok/s | error | matmul | "

@@ -12,7 +12,10 @@ depth like every other quantity. `PerfModel.price` turns such a table into secon
 - bitsandbytes 4-bit matmul: dequantization of the whole weight (4-bit codes and absmax read, bf16 weight
   written) and then a bf16 GEMM, as its CUDA path does for training-sized inputs; explicit dequantizations
   (the backward's dequantize_4bit, double quantization's dequantize_blockwise, int8 weights scaled to bf16)
-  are priced alike: bytes at the bandwidth those kernels reach (dequant_bandwidth_efficiency).
+  are priced alike: bytes at the bandwidth those kernels reach (dequant_bandwidth_efficiency). An int8 layer
+  is traced as bitsandbytes runs it off the GPU and in its backward: int8 codes scaled to a 16-bit weight, then
+  a bf16 GEMM; its CUDA forward (activations quantized row-wise, an int8 GEMM, outlier columns in 16 bits, the
+  int32 result scaled back) moves about as many bytes, which is what this prices.
 - attention (sdpa / flash): causal FLOPs at the share of peak that flash kernels reach, forward and backward
   apart; eager attention is the GEMMs and softmax it is made of.
 - elementwise, norm, rope, loss and copies: bytes at bandwidth_efficiency.
