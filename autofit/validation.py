@@ -35,8 +35,12 @@ def check_number(value: float | int | None, flag: str, low: float, high: float, 
     if isinstance(value, float) and not math.isfinite(value):
         raise AutofitError(f"{flag} must be a finite number, got {value}")
     if value > high or value < low or (low_open and value == low):
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        raise AutofitError(f"{flag} must be {bound} and at most {high:g}, got {value:g}")
+        bound = f"above {_num(low)}" if low_open else f"at least {_num(low)}"
+        raise AutofitError(f"{flag} must be {bound} and at most {_num(high)}, got {_num(value)}")
+
+
+def _num(value: float) -> str:
+    return f"{value:,}" if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
 
 
 def check_search_options(trials: int, timeout: float | None, seed: int | None, global_batch: int | None,
