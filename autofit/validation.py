@@ -40,7 +40,7 @@ def check_number(value: float | int | None, flag: str, low: float, high: float, 
 
 
 def _num(value: float) -> str:
-    return f"{value:,}" if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
 
 
 def check_search_options(trials: int, timeout: float | None, seed: int | None, global_batch: int | None,
