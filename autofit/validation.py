@@ -193,7 +193,9 @@ def _check_file_target(path: Path, masked: str, reading: bool, sqlite: bool) -> 
     if not reading:
         folder = path.parent
         if not folder.is_dir():
-            raise AutofitError(f"storage {masked}: folder {folder} does not exist")
+            hint = "" if path.is_absolute() else " (a path after three slashes is relative to the working folder; " \
+                                                "four slashes start an absolute one)"
+            raise AutofitError(f"storage {masked}: folder {folder} does not exist{hint}")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise AutofitError(f"storage {masked}: folder {folder} is not writable")
 
