@@ -88,6 +88,9 @@ _POSITIVE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_
                   "moe_intermediate_size")
 
 
+_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok")
+
+
 def check_model_config_values(config: dict[str, Any], where: str) -> None:
     """Values no real model has: zero, negative or absurdly large sizes, key/value heads that do not divide
     the attention heads, more experts per token than experts. Keys a config leaves out (or sets to null)
@@ -99,8 +102,9 @@ def check_model_config_values(config: dict[str, Any], where: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise AutofitError(f"{where}: {key} must be an integer, got {short(value)}")
-        if value < 1:
-            raise AutofitError(f"{where}: {key} must be at least 1, got {value}")
+        low = 0 if key in _EXPERT_KEYS else 1  # 0 experts: some dense configs of MoE families say so
+        if value < low:
+            raise AutofitError(f"{where}: {key} must be at least {low}, got {value}")
         high = bounds.get(key)
         if high is not None and value > high:
             raise AutofitError(f"{where}: {key} {value} is above {high}, more than any real model has")
