@@ -35,8 +35,12 @@ def check_number(value: float | int | None, flag: str, low: float, high: float, 
     if isinstance(value, float) and not math.isfinite(value):
         raise AutofitError(f"{flag} must be a finite number, got {value}")
     if value > high or value < low or (low_open and value == low):
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        raise AutofitError(f"{flag} must be {bound} and at most {high:g}, got {value:g}")
+        bound = f"above {_num(low)}" if low_open else f"at least {_num(low)}"
+        raise AutofitError(f"{flag} must be {bound} and at most {_num(high)}, got {_num(value)}")
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
 
 
 def check_search_options(trials: int, timeout: float | None, seed: int | None, global_batch: int | None,
@@ -84,6 +88,9 @@ _POSITIVE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_
                   "moe_intermediate_size")
 
 
+_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "num_experts_per_tok")
+
+
 def check_model_config_values(config: dict[str, Any], where: str) -> None:
     """Values no real model has: zero, negative or absurdly large sizes, key/value heads that do not divide
     the attention heads, more experts per token than experts. Keys a config leaves out (or sets to null)
@@ -95,8 +102,9 @@ def check_model_config_values(config: dict[str, Any], where: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise AutofitError(f"{where}: {key} must be an integer, got {short(value)}")
-        if value < 1:
-            raise AutofitError(f"{where}: {key} must be at least 1, got {value}")
+        low = 0 if key in _EXPERT_KEYS else 1  # 0 experts: some dense configs of MoE families say so
+        if value < low:
+            raise AutofitError(f"{where}: {key} must be at least {low}, got {value}")
         high = bounds.get(key)
         if high is not None and value > high:
             raise AutofitError(f"{where}: {key} {value} is above {high}, more than any real model has")
@@ -189,7 +197,9 @@ def _check_file_target(path: Path, masked: str, reading: bool, sqlite: bool) -> 
     if not reading:
         folder = path.parent
         if not folder.is_dir():
-            raise AutofitError(f"storage {masked}: folder {folder} does not exist")
+            hint = "" if path.is_absolute() else " (a path after three slashes is relative to the working folder; " \
+                                                "four slashes start an absolute one)"
+            raise AutofitError(f"storage {masked}: folder {folder} does not exist{hint}")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise AutofitError(f"storage {masked}: folder {folder} is not writable")
 

@@ -414,3 +414,16 @@ def test_read_only_storage_folder_is_refused_before_anything(run_main, tmp_path,
     code, _, err = run_main("search", *TINY, "--out", tmp_path / "o", "--storage", f"sqlite:///{folder}/study.db")
     assert code == 2 and err.count("\n") == 1 and "not writable" in err, err
     assert snapshot(tmp_path) == before
+
+
+def test_storage_failing_mid_search_is_one_line(run_main, tmp_path, monkeypatch):
+    import sqlalchemy
+
+    import autofit.commands.search as search_module
+
+    def full_disk(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(search_module, "run_search", full_disk)
+    code, _, err = run_main("search", *TINY, "--trials", "1", "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and "disk is full" in err and "Traceback" not in err, err

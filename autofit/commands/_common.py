@@ -63,7 +63,7 @@ def check_search_target(folder: Path, storage_url: str, default_storage: bool, s
         raise AutofitError(f"--out {folder} holds another search (study {others[0]!r}); its outputs would be "
                            f"replaced: use another --out")
     best = folder / "best-config.yaml"
-    if best.is_file():
+    if best.is_file() and best.stat().st_size < 1 << 20:  # autofit's own file is a few KiB
         try:
             stored = yaml.safe_load(best.read_text(errors="replace"))
         except yaml.YAMLError:
