@@ -156,12 +156,12 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     finally:
         if progress.live is not None:
             progress.live.stop()
+    if from_file is not None:
+        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
     if not interrupted:
         compute_advice(plan, study, req, space_values)
     else:
         study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
-    if from_file is not None:
-        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
     written = write_outputs(study, folder)
     _print_summary(console, study, plan, reason, time.monotonic() - started, written)
     if interrupted:
