@@ -18,7 +18,7 @@ from autofit.gpus import get_gpu
 from autofit.knobs import KNOBS, knob_specs, moving_parts, neutral_knobs, requirement_knobs, TrainingConfig
 from autofit.models import load_preset
 from autofit.probes import ProbeContext
-from autofit.requirements import Requirements, resolve_requirements
+from autofit.requirements import resolve_requirements
 from autofit.results import recommend
 from autofit.seq_len_curve import GRANULARITY, longest_fitting
 from autofit.space import SearchSpace

@@ -128,8 +128,9 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
                   + "; ".join(req.describe()), highlight=False)
     plan = plan_with_requirements(make_plan, req, check_budget_reachable, space_values)
     if req.conceded:
-        console.print(f"[yellow]Conceded[/]: nothing with the default "
-                      + ", ".join(f"{k} {req.values[k]}" for k in req.conceded) + " fits; searching "
+        console.print("[yellow]Conceded[/]: nothing with the default "
+                      + ", ".join(f"{k} {req.values[k]}" for k in req.conceded)
+                      + " fits on one GPU without DeepSpeed offload; searching "
                       + ", ".join(f"{k} {v}" for k, v in req.conceded.items())
                       + " instead (pass the requirement explicitly to refuse this).", highlight=False)
     console.print(f"{len(plan.candidates):,} valid configurations; searching {', '.join(plan.candidates.searched)}.",
