@@ -17,6 +17,7 @@ from .results import Recommendation, pareto_frame, recommend
 from .seq_len_curve import CSV_COLUMNS, seq_len_curves
 
 REQUIREMENTS_ATTR, CONCESSIONS_ATTR, CURVE_ATTR = "requirements", "concessions", "seq_len_curve"
+FROM_FILE_ATTR, FROM_FILE_TRACE_ATTR = "from_file", "from_file_trace"
 
 
 def fits_without_deepspeed(plan) -> bool:
@@ -84,6 +85,19 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
     others = [(int(row["number"]), {k: _plain(row[k]) for k in KNOBS}) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
     study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
+    stored = study.user_attrs.get(FROM_FILE_ATTR)
+    theirs = None
+    if stored:  # the user's own file as it is, against the recommendation (both traced: like with like)
+        from .rules import violated_rule
+
+        config = TrainingConfig.from_dict(stored["knobs"])
+        if violated_rule(config, plan.model.facts) is None:
+            theirs = cache.run(config)
+    if theirs is not None and theirs.peak_memory_gib is not None:
+        study.set_user_attr(FROM_FILE_TRACE_ATTR, {
+            "fits": theirs.state == "ok", "peak_memory_gib": round(theirs.peak_memory_gib, 3),
+            "tokens_per_s": round(theirs.tokens_per_s, 1),
+            "recommended_tokens_per_s": round(own.tokens_per_s, 1)})
 
 
 def _plain(value):
@@ -144,6 +158,12 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
     if concessions:
         lines.append("Concessions (each gives up one requirement; against the recommendation):")
         lines += [f"  - {c.text}" for c in concessions]
+    theirs = study.user_attrs.get(FROM_FILE_TRACE_ATTR)
+    if theirs:
+        gain = 100.0 * (theirs["recommended_tokens_per_s"] / theirs["tokens_per_s"] - 1) if theirs["tokens_per_s"] else 0
+        lines.append(f"Your file as it is: peak {theirs['peak_memory_gib']:.2f} GiB, "
+                     + ("fits" if theirs["fits"] else "does not fit")
+                     + f", {theirs['tokens_per_s']:,.0f} tokens/s; the recommendation: {gain:+.0f}% tokens/s (estimated)")
     for curve in stored_curves(study):
         mark = " (recommended)" if curve["recommended"] else ""
         longest = curve["longest_seq_len"]
@@ -152,8 +172,6 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
                      + (f"{longest}{cap}" if longest else "none") + " (estimated)")
     return lines
 
-
-FROM_FILE_ATTR = "from_file"
 
 
 def write_back_outputs(study: optuna.Study, out) -> dict[str, str]:

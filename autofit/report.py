@@ -1221,10 +1221,11 @@ def render_report(study: optuna.Study) -> str:
         _table_section(data),
         _validation_section(data, figures),
     ]
-    nav = ("<nav><a href='#recommended'>Recommended</a><a href='#requirements'>Requirements</a>"
-           "<a href='#seq-len'>Sequence length</a><a href='#pareto'>Pareto front</a>"
-           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a><a href='#knobs'>Knob effects</a>"
-           "<a href='#history'>History</a>"
+    advice_nav = ("<a href='#requirements'>Requirements</a><a href='#seq-len'>Sequence length</a>"
+                  if sections[2] else "")  # studies searched with requirements (report_advice.py)
+    nav = ("<nav><a href='#recommended'>Recommended</a>" + advice_nav + "<a href='#pareto'>Pareto front</a>"
+           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a>"
+           "<a href='#knobs'>Knob effects</a><a href='#history'>History</a>"
            "<a href='#trials-section'>Every trial</a><a href='#validation'>Predicted vs measured</a></nav>")
     estimated_banner = ""
     if data.all_estimated:

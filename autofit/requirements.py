@@ -55,7 +55,8 @@ class Requirements:
             shown = "0 (full fine-tuning)" if knob == "lora_rank" and value == 0 else value
             line = f"{knob} {shown} ({self.sources[knob]})"
             if knob in self.conceded:
-                line += f"; conceded: {self.conceded[knob]} used instead, nothing with {value} fits"
+                line += (f"; conceded: {self.conceded[knob]} used instead, nothing with {value} fits on one GPU without "
+                         "DeepSpeed offload")
             lines.append(line)
         batch = GLOBAL_BATCH_FREE if self.global_batch is None else str(self.global_batch)
         lines.append(f"global batch {batch} ({self.global_batch_source})")

@@ -1,6 +1,7 @@
 """Issue 13: requirements first, the simplest of the fastest, concessions, the sequence-length curve, the user's own
 trainer file in (`check`) and out (`search --from`), and seq_len from their data (`--data`)."""
 
+import importlib.util
 import json
 import math
 
@@ -17,7 +18,7 @@ from autofit.gpus import get_gpu
 from autofit.knobs import KNOBS, knob_specs, moving_parts, neutral_knobs, requirement_knobs, TrainingConfig
 from autofit.models import load_preset
 from autofit.probes import ProbeContext
-from autofit.requirements import Requirements, resolve_requirements
+from autofit.requirements import resolve_requirements
 from autofit.results import recommend
 from autofit.seq_len_curve import GRANULARITY, longest_fitting
 from autofit.space import SearchSpace
@@ -297,6 +298,7 @@ def test_search_from_writes_the_users_file_back(cli, tmp_path, fmt):
     assert best["config"]["per_device_train_batch_size"] * best["config"]["gradient_accumulation_steps"] == 8
     for key, value in original.items():  # every key is kept or marked as changed
         assert data.get(key) == value or f"{key}: " in written and "# autofit:" in written, key
+    assert "Your file as it is: peak" in proc.stdout
     batch_key = "micro_batch_size" if fmt == "axolotl" else "per_device_train_batch_size"
     assert data[batch_key] == best["config"]["per_device_train_batch_size"]
     if fmt == "hf":  # the real parser: transformers' own TrainingArguments
@@ -304,11 +306,14 @@ def test_search_from_writes_the_users_file_back(cli, tmp_path, fmt):
 
         (args,) = HfArgumentParser(TrainingArguments).parse_dict(data)
         assert args.per_device_train_batch_size == best["config"]["per_device_train_batch_size"]
-    elif fmt == "llamafactory":
-        parser = pytest.importorskip("llamafactory.hparams.parser")
-        parser.get_train_args(data)
-    else:
-        pytest.importorskip("axolotl.utils.config")
+    elif fmt == "llamafactory" and importlib.util.find_spec("llamafactory") is not None:  # where it installs
+        from llamafactory.hparams.parser import get_train_args
+
+        get_train_args(data)
+    elif fmt == "axolotl" and importlib.util.find_spec("axolotl") is not None:
+        from axolotl.utils.schemas.config import AxolotlInputConfig
+
+        AxolotlInputConfig(**data)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -135,8 +135,9 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
                   + "; ".join(req.describe()), highlight=False)
     plan = plan_with_requirements(make_plan, req, check_budget_reachable, space_values)
     if req.conceded:
-        console.print(f"[yellow]Conceded[/]: nothing with the default "
-                      + ", ".join(f"{k} {req.values[k]}" for k in req.conceded) + " fits; searching "
+        console.print("[yellow]Conceded[/]: nothing with the default "
+                      + ", ".join(f"{k} {req.values[k]}" for k in req.conceded)
+                      + " fits on one GPU without DeepSpeed offload; searching "
                       + ", ".join(f"{k} {v}" for k, v in req.conceded.items())
                       + " instead (pass the requirement explicitly to refuse this).", highlight=False)
     for note in plan.notes:
@@ -165,12 +166,12 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     finally:
         if progress.live is not None:
             progress.live.stop()
+    if from_file is not None:
+        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
     if not interrupted:
         compute_advice(plan, study, req, space_values)
     else:
         study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
-    if from_file is not None:
-        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
     written = write_outputs(study, folder)
     _print_summary(console, study, plan, reason, time.monotonic() - started, written)
     if interrupted is not None:
