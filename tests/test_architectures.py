@@ -28,7 +28,7 @@ FAMILIES = [
     ("gemma3_text", "QLoRA nf4 r8", True),  # sliding/full alternating layer types
     ("phi", "full", False),  # partial rotary, biases, LayerNorm
     ("gpt_bigcode", "LoRA r8", True),  # multi-query, learned positions
-    ("deepseek_v3", "LoRA r8", False),  # multi-head latent attention, MoE after a dense layer
+    ("deepseek_v3", "LoRA r8", True),  # multi-head latent attention, MoE after a dense first layer
     ("falcon", "full", True),  # the backward's peak moves from its start to its end between 2 and 4 layers
 ]
 

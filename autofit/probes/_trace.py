@@ -300,11 +300,37 @@ def _trace_cached(model_json: str, name: str, config: TrainingConfig, round_byte
     model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
     depth = model.num_layers
     period = _layer_period(model.config)
-    if depth <= 3 or depth <= 2 * period:
+    # the first period differs from the rest (DeepSeek's dense first layers): extrapolate from two and three
+    first = 2 if _first_period_differs(model_json, name, config.attn_implementation, period) else 1
+    if depth <= 3 or depth <= (first + 1) * period:
         return trace_at_depth(model, config, depth, round_bytes)
-    small = trace_at_depth(model, config, period, round_bytes)
-    large = trace_at_depth(model, config, 2 * period, round_bytes)
+    small = trace_at_depth(model, config, first * period, round_bytes)
+    large = trace_at_depth(model, config, (first + 1) * period, round_bytes)
     return _extrapolate(small, large, depth)
+
+
+@lru_cache(maxsize=64)
+def _first_period_differs(model_json: str, name: str, attn_implementation: str, period: int) -> bool:
+    """Whether a decoder layer of the first period has other parameters (names, shapes) than its twin one period
+    later, on the model built on meta at two periods."""
+    from ..space import SearchSpace
+
+    model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
+    config = SearchSpace.load().default_config().replace(quantization="none", lora_rank=0,
+                                                         attn_implementation=attn_implementation)
+    overrides = {"num_hidden_layers": 2 * period}
+    if model.config.get("layer_types"):
+        overrides["layer_types"] = list(model.config["layer_types"])[:2 * period]
+    with _quiet():
+        net = meta_model(model, config, **overrides)
+    layers = _decoder_layers(net, 2 * period)
+    if not layers:
+        return False
+
+    def shapes(layer):
+        return [(name, tuple(p.shape)) for name, p in layer.named_parameters()]
+
+    return any(shapes(layers[i]) != shapes(layers[i + period]) for i in range(period))
 
 
 def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec | None = None) -> StepTrace:
