@@ -80,9 +80,9 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
     study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
     front = pareto_frame(study)
     front = front.sort_values("tokens_per_s", ascending=False)
-    from .knobs import KNOBS
-
-    others = [(int(row["number"]), {k: _plain(row[k]) for k in KNOBS}) for _, row in front.iterrows()]
+    # each front trial's configuration as stored (a frame column holding a missing value would turn ints to floats)
+    stored_configs = {t.number: t.user_attrs.get("config") for t in study.get_trials(deepcopy=False)}
+    others = [(int(row["number"]), dict(stored_configs[int(row["number"])])) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
     study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
     stored = study.user_attrs.get(FROM_FILE_ATTR)
@@ -98,10 +98,6 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
             "fits": theirs.state == "ok", "peak_memory_gib": round(theirs.peak_memory_gib, 3),
             "tokens_per_s": round(theirs.tokens_per_s, 1),
             "recommended_tokens_per_s": round(own.tokens_per_s, 1)})
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def stored_requirements(study: optuna.Study) -> Requirements | None:

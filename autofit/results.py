@@ -27,7 +27,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         state = t.user_attrs.get(STATE_ATTR)
         if state is None:
             continue  # running, or asked but never told
-        config = t.user_attrs.get("config", {})
+        config = t.user_attrs.get("config")
+        if not config:  # an orphan of a claim, reaped as lost: it never held a configuration, so nothing to list
+            continue
         # cuda probes: device memory outside PyTorch's allocator (context, workspaces), measured in the child
         reserve = t.user_attrs.get("details", {}).get("runtime_reserve_bytes")
         rows.append({"number": t.number, "state": state, **{k: config.get(k) for k in KNOBS},
