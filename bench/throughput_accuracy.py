@@ -189,10 +189,11 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "leave-one-source-out refits the constants on what remains, which can leave some unconstrained "
               "(held out, Qwen's short-sequence QLoRA rows are the only ones that pin the 4-bit and host-overhead "
               "constants).",
-              "- Full-parameter fine-tuning with DeepSpeed ZeRO-2 at short sequences: the published steps take "
-              "~1 s (1.8B, one GPU) to ~3 s (7B, two GPUs) more than the model's GEMMs, attention, gradient "
-              "accumulation into fp32 partitions and fused Adam add up to; what DeepSpeed spends it on is not "
-              "modelled, so those rows are estimated too fast.",
+              "- Qwen's full-parameter rows (DeepSpeed ZeRO-3, as `finetune/finetune_ds.sh` runs it) at short "
+              "sequences: the published steps take ~1.5 s (1.8B, one GPU) to ~2 s (7B, two GPUs) more than the "
+              "model's GEMMs, attention, parameter gathers and fused Adam add up to; ZeRO-3's per-module Python "
+              "hooks (fetch and release of every submodule's parameters in the forward, recompute and backward) "
+              "are not modelled, so those rows are estimated too fast.",
               "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.",
               "- The RTX 4090 rows (Answer.AI) are all estimated 21-38% too slow, at any model size and with or "
               "without 4-bit weights: the judged GEMM and bandwidth efficiencies fit the datacenter cards better "
