@@ -242,3 +242,29 @@ def test_throughput_accuracy_bench_prints_the_issue_keys(tmp_path):
                           "loso_median_abs_err_pct"]
     assert data["points"] >= 40 and data["sources"] >= 2
     assert "| source | model | method |" in doc.read_text()
+
+
+def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
+    from autofit.knobs import TrainingConfig
+    from autofit.probes._memtrack import PhaseRecord
+    from autofit.probes._trace import StepTrace, zero3_hook_host_s
+
+    linear = OpKey("gemm", False, m=256, n=4096, k=4096)
+    recomputed = OpKey("gemm", True, m=256, n=4096, k=4096)
+    forward = PhaseRecord(ops={linear: 10.0, recomputed: 10.0, OpKey("elementwise", False, bytes_moved=8): 5.0})
+    trace = StepTrace(depth=1, phases={"s2.m0.forward": forward}, trainable_params=1.0, total_params=1.0,
+                      weight_bytes=2.0, micro_steps_traced=1)
+    constants = {"zero3_module_hook_us": 400.0}
+    config = TrainingConfig(per_device_train_batch_size=1, gradient_accumulation_steps=8, seq_len=256, lora_rank=0,
+                            quantization="none", gradient_checkpointing=True, zero_stage=3, offload="none",
+                            optimizer="adamw_torch", attn_implementation="sdpa")
+    # 10 linear modules (recomputed GEMMs are the same modules) x forward, recompute, backward x 400 us
+    assert zero3_hook_host_s(trace, config, constants) == pytest.approx(10 * 3 * 400e-6)
+    assert zero3_hook_host_s(trace, config.replace(gradient_checkpointing=False), constants) == pytest.approx(
+        10 * 2 * 400e-6)
+    assert zero3_hook_host_s(trace, config.replace(zero_stage=2), constants) == 0.0
+    # host time overlaps the GPU: it shows as overhead only beyond the kernels' time
+    big = OpKey("elementwise", False, bytes_moved=10**9)
+    gpu = PERF.op_seconds(big)[1]
+    assert PERF.price({big: 1.0}, extra_host_s=gpu / 2)["overhead"] == 0.0
+    assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5)["overhead"] == pytest.approx(0.5 + 10e-6)

@@ -112,10 +112,11 @@ class PerfModel:
         return "elementwise", self.elementwise_seconds(op.bytes_moved) + launch, 0.0
 
     # -- a phase --------------------------------------------------------------------------------------
-    def price(self, ops: dict[OpKey, float]) -> dict[str, float]:
-        """Seconds per part (TIME_PARTS) of a phase given as {op: count}."""
+    def price(self, ops: dict[OpKey, float], extra_host_s: float = 0.0) -> dict[str, float]:
+        """Seconds per part (TIME_PARTS) of a phase given as {op: count}; `extra_host_s` is host time that
+        the trace does not see (DeepSpeed ZeRO-3's module hooks), overlapped with the GPU like the rest."""
         parts = dict.fromkeys(TIME_PARTS, 0.0)
-        host_s = 0.0
+        host_s = extra_host_s
         for op, count in ops.items():
             part, seconds, dequant = self.op_seconds(op)
             quantized = op.kind in ("gemm_4bit", "dequant")

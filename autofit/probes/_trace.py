@@ -368,15 +368,30 @@ def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int
     return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
-def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel) -> dict[str, float]:
+def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel, micro_step_host_s: float = 0.0) -> dict[str, float]:
     """Seconds per optimizer step by part (_perf.TIME_PARTS), without ZeRO: the last traced micro-step
     (forward and backward priced together, since the host runs ahead of the GPU across both) repeated
-    `ga` times, plus the optimizer step."""
+    `ga` times, plus the optimizer step. `micro_step_host_s`: host time per micro-step the trace misses."""
     last = trace.micro_steps_traced - 1
     micro_ops = dict(trace.phases[f"s2.m{last}.forward"].ops)
     for op, n in trace.phases[f"s2.m{last}.backward"].ops.items():
         micro_ops[op] = micro_ops.get(op, 0.0) + n
-    return add_parts(perf.price(micro_ops), perf.price(trace.phases["s2.opt"].ops), scale=(float(ga), 1.0))
+    return add_parts(perf.price(micro_ops, micro_step_host_s), perf.price(trace.phases["s2.opt"].ops),
+                     scale=(float(ga), 1.0))
+
+
+def zero3_hook_host_s(trace: StepTrace, config: TrainingConfig, constants: dict) -> float:
+    """Host seconds per micro-step that DeepSpeed ZeRO-3's module hooks add: before and after each module runs
+    (forward, checkpointing's recompute, backward) it fetches and releases that module's partitioned
+    parameters in Python. Counted per parameter-holding matmul module (each traced forward GEMM is one
+    nn.Linear, LoRA adapters included); the norms and containers around them are folded into the constant."""
+    if config.zero_stage != 3:
+        return 0.0
+    last = trace.micro_steps_traced - 1
+    modules = sum(n for op, n in trace.phases[f"s2.m{last}.forward"].ops.items()
+                  if op.kind in ("gemm", "gemm_4bit") and not op.recompute)
+    passes = 3 if config.gradient_checkpointing else 2
+    return modules * passes * float(constants["zero3_module_hook_us"]) * 1e-6
 
 
 def model_sizes(trace: StepTrace, model: ModelSpec) -> ModelSizes:
@@ -389,7 +404,8 @@ def estimate_step_time(trace: StepTrace, model: ModelSpec, config: TrainingConfi
                        constants: dict) -> dict[str, float]:
     """Seconds per optimizer step by part on `gpu`: the traced step priced by the performance model, plus
     what ZeRO and offload add (_zero.py)."""
-    traced = step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants))
+    traced = step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants),
+                             zero3_hook_host_s(trace, config, constants))
     if config.zero_stage > 0:
         traced["optimizer"] = 0.0  # DeepSpeed runs its own Adam, priced in _zero.py
     return add_parts(traced, zero_step_time_parts(config, model_sizes(trace, model), gpu, gpus, constants))
