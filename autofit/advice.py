@@ -14,7 +14,7 @@ from .errors import AutofitError
 from .knobs import TrainingConfig
 from .requirements import Requirements, concedable_defaults
 from .results import Recommendation, pareto_frame, recommend
-from .seq_len_curve import CSV_COLUMNS, seq_len_curves
+from .seq_len_curve import CSV_COLUMNS, confirm_boundary, seq_len_curves
 
 REQUIREMENTS_ATTR, CONCESSIONS_ATTR, CURVE_ATTR = "requirements", "concessions", "seq_len_curve"
 FROM_FILE_ATTR, FROM_FILE_TRACE_ATTR = "from_file", "from_file_trace"
@@ -84,6 +84,9 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
 
     others = [(int(row["number"]), {k: _plain(row[k]) for k in KNOBS}) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
+    if not plan.probe.estimated:  # a real probe (cpu/cuda): confirm the recommendation's boundary by measuring it
+        recommended = next(c for c in curves if c.recommended)
+        confirm_boundary(recommended, base, plan.probe, cache, plan.model.max_positions)
     study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
     stored = study.user_attrs.get(FROM_FILE_ATTR)
     theirs = None
@@ -169,9 +172,22 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
         longest = curve["longest_seq_len"]
         cap = " (the model's limit)" if curve.get("capped_at") else ""
         lines.append(f"Longest seq_len that fits, {curve['strategy']}{mark}: "
-                     + (f"{longest}{cap}" if longest else "none") + " (estimated)")
+                     + (f"{longest}{cap}" if longest else "none") + _confirmation(curve))
     return lines
 
+
+def _confirmation(curve: dict[str, Any]) -> str:
+    """How a curve's boundary is known: estimated by the trace, or measured by a real probe (and moved if the
+    real run disagreed with the trace)."""
+    confirmed = curve.get("confirmed") or "estimated"
+    if confirmed == "estimated":
+        return " (estimated)"
+    peak = curve.get("measured_peak_gib")
+    measured = f"measured {peak:.2f} GiB there" if peak is not None else "not measured there"
+    if confirmed == "measured":
+        return f" (confirmed by a real probe: {measured}; runs: {curve.get('measured_probes')})"
+    return (f" (moved from the trace's {curve.get('trace_longest_seq_len')} by a real probe: {measured}; "
+            f"runs: {curve.get('measured_probes')})")
 
 
 def write_back_outputs(study: optuna.Study, out) -> dict[str, str]:
