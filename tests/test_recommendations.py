@@ -6,6 +6,7 @@ import json
 import math
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -457,3 +458,22 @@ def test_json_trainer_file_is_written_back_as_json(tmp_path):
                                                          "gradient_accumulation_steps": 4}, None), "test")
     assert json.loads(text) == {"output_dir": "o", "per_device_train_batch_size": 2, "learning_rate": 3e-5,
                                 "gradient_accumulation_steps": 4}
+
+
+def test_search_from_probes_the_users_configuration_first(cli, tmp_path):
+    source = _write(tmp_path, "llamafactory", seq=512, batch=4)
+    out = tmp_path / "out"
+    proc = cli("search", "--from", source, "--gpu-mem", "1.2GB", "--trials", "3", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "enqueued as the search's first trial" in proc.stdout
+    assert "Your file's configuration was probed as trial 0: ok" in proc.stdout
+    first = pd.read_csv(out / "trials.csv").sort_values("number").iloc[0]
+    theirs = read_trainer_file(str(source)).knobs
+    for knob in ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank",
+                 "gradient_checkpointing", "optimizer"):
+        assert first[knob] == theirs[knob], knob
+    again = cli("search", "--from", source, "--gpu-mem", "1.2GB", "--trials", "4", "--out", out)  # resumed
+    assert again.returncode == 0, again.stderr
+    assert "already in the study (trial 0)" in again.stdout
+    rows = pd.read_csv(out / "trials.csv")
+    assert len(rows[(rows["per_device_train_batch_size"] == 4) & (rows["gradient_accumulation_steps"] == 2)]) == 1
