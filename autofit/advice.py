@@ -14,10 +14,39 @@ from .errors import AutofitError
 from .knobs import TrainingConfig
 from .requirements import Requirements, concedable_defaults
 from .results import Recommendation, pareto_frame, recommend
-from .seq_len_curve import CSV_COLUMNS, seq_len_curves
+from .sampler import STATE_ATTR
+from .seq_len_curve import CSV_COLUMNS, confirm_boundary, seq_len_curves
 
 REQUIREMENTS_ATTR, CONCESSIONS_ATTR, CURVE_ATTR = "requirements", "concessions", "seq_len_curve"
 FROM_FILE_ATTR, FROM_FILE_TRACE_ATTR = "from_file", "from_file_trace"
+FROM_FILE_TRIAL_ATTR = "from_file"  # trial user attr: this trial is the user's own file, enqueued first
+
+
+def enqueue_from_file(plan, study: optuna.Study, trainer) -> str:
+    """`search --from FILE`: the file's configuration as the search's starting point, enqueued as the study's
+    next trial (Optuna's enqueue_trial with the searched knobs' values), so the user's own configuration is
+    probed like any other (measured with a real probe) and appears in trials.csv. Only when it is a valid
+    candidate of the pinned space; a resumed study that already holds it is left alone. Returns a line saying
+    what was done."""
+    from .rules import violated_rule
+    from .sampler import CONFIG_KEY_ATTR
+
+    config = TrainingConfig.from_dict(trainer.knobs)
+    index = plan.candidates.index_of_config(config)
+    if index is None:
+        outside = [f"{k} {getattr(config, k)}" for k, values in plan.candidates.choices.items()
+                   if getattr(config, k) not in values]
+        outside += [f"{k} {getattr(config, k)}" for k, v in plan.candidates.fixed.items() if getattr(config, k) != v]
+        broken = violated_rule(config, plan.model.facts)
+        why = (f"it breaks a rule ({broken})" if broken else
+               "outside the searched space: " + (", ".join(outside) or "not among the valid candidates"))
+        return f"Your file's configuration is not probed: {why}."
+    key = config.key()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(CONFIG_KEY_ATTR) == key or trial.user_attrs.get(FROM_FILE_TRIAL_ATTR):
+            return f"Your file's configuration is already in the study (trial {trial.number})."
+    study.enqueue_trial(plan.candidates.params(index), user_attrs={FROM_FILE_TRIAL_ATTR: str(trainer.path)})
+    return "Your file's configuration is enqueued as the search's first trial (its starting point)."
 
 
 def fits_without_deepspeed(plan) -> bool:
@@ -84,6 +113,9 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
     stored_configs = {t.number: t.user_attrs.get("config") for t in study.get_trials(deepcopy=False)}
     others = [(int(row["number"]), dict(stored_configs[int(row["number"])])) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
+    if not plan.probe.estimated:  # a real probe (cpu/cuda): confirm the recommendation's boundary by measuring it
+        recommended = next(c for c in curves if c.recommended)
+        confirm_boundary(recommended, base, plan.probe, cache, plan.model.max_positions)
     study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
     stored = study.user_attrs.get(FROM_FILE_ATTR)
     theirs = None
@@ -154,6 +186,14 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
     if concessions:
         lines.append("Concessions (each gives up one requirement; against the recommendation):")
         lines += [f"  - {c.text}" for c in concessions]
+    own_trial = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(FROM_FILE_TRIAL_ATTR)), None)
+    if own_trial is not None and own_trial.user_attrs.get(STATE_ATTR):
+        attrs = own_trial.user_attrs
+        measured = "estimated" if attrs.get("estimated") else f"measured by the {attrs.get('probe')} probe"
+        figures = (f", peak {attrs['peak_memory_gib']:.2f} GiB, {attrs['tokens_per_s'] or 0:,.0f} tokens/s"
+                   if attrs.get("peak_memory_gib") is not None else "")
+        lines.append(f"Your file's configuration was probed as trial {own_trial.number}: {attrs[STATE_ATTR]}{figures} "
+                     f"({measured}; in trials.csv)")
     theirs = study.user_attrs.get(FROM_FILE_TRACE_ATTR)
     if theirs:
         gain = 100.0 * (theirs["recommended_tokens_per_s"] / theirs["tokens_per_s"] - 1) if theirs["tokens_per_s"] else 0
@@ -165,9 +205,22 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
         longest = curve["longest_seq_len"]
         cap = " (the model's limit)" if curve.get("capped_at") else ""
         lines.append(f"Longest seq_len that fits, {curve['strategy']}{mark}: "
-                     + (f"{longest}{cap}" if longest else "none") + " (estimated)")
+                     + (f"{longest}{cap}" if longest else "none") + _confirmation(curve))
     return lines
 
+
+def _confirmation(curve: dict[str, Any]) -> str:
+    """How a curve's boundary is known: estimated by the trace, or measured by a real probe (and moved if the
+    real run disagreed with the trace)."""
+    confirmed = curve.get("confirmed") or "estimated"
+    if confirmed == "estimated":
+        return " (estimated)"
+    peak = curve.get("measured_peak_gib")
+    measured = f"measured {peak:.2f} GiB there" if peak is not None else "not measured there"
+    if confirmed == "measured":
+        return f" (confirmed by a real probe: {measured}; runs: {curve.get('measured_probes')})"
+    return (f" (moved from the trace's {curve.get('trace_longest_seq_len')} by a real probe: {measured}; "
+            f"runs: {curve.get('measured_probes')})")
 
 
 def write_back_outputs(study: optuna.Study, out) -> dict[str, str]:

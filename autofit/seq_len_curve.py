@@ -11,11 +11,13 @@ from typing import Any
 
 from .concessions import TraceCache
 from .knobs import TrainingConfig
+from .probes import OK, Probe
 
 GRANULARITY = 256  # seq_len is searched in multiples of this
 MAX_OTHER_STRATEGIES = 2  # beyond the recommendation: each strategy costs about eight traces
+MAX_CONFIRM_PROBES = 3  # real probes spent confirming one boundary (the boundary, one step above or below)
 CSV_COLUMNS = ["strategy", "trial", "recommended", "longest_seq_len", "peak_memory_gib", "tokens_per_s", "capped_at",
-               "estimated", "traces"]
+               "estimated", "traces", "confirmed", "trace_longest_seq_len", "measured_peak_gib", "measured_probes"]
 
 
 def strategy_of(config: dict[str, Any]) -> str:
@@ -45,12 +47,26 @@ class SeqLenCurve:
     tokens_per_s: float | None
     capped_at: int | None  # the model's max positions, when the curve reached it
     points: list[tuple[int, float, bool]] = field(default_factory=list)  # (seq_len, peak GiB, fits), traced
+    # confirmed by a real probe (cpu/cuda) at the boundary: the measured runs, and the trace's boundary before
+    confirmed: str | None = None  # None: estimated only; "measured": the real probe agrees; "moved": it did not
+    trace_longest_seq_len: int | None = None
+    measured: list[tuple[int, float | None, str]] = field(default_factory=list)  # (seq_len, measured GiB, state)
+
+    @property
+    def measured_peak_gib(self) -> float | None:
+        """The measured peak at the (confirmed) longest seq_len, when a real probe ran there and it fit."""
+        return next((peak for seq_len, peak, state in self.measured if seq_len == self.longest_seq_len
+                     and state == OK), None)
 
     def row(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "trial": self.trial, "recommended": self.recommended,
                 "longest_seq_len": self.longest_seq_len, "peak_memory_gib": self.peak_memory_gib,
-                "tokens_per_s": self.tokens_per_s, "capped_at": self.capped_at, "estimated": True,
-                "traces": len(self.points)}
+                "tokens_per_s": self.tokens_per_s, "capped_at": self.capped_at,
+                "estimated": self.confirmed is None, "traces": len(self.points),
+                "confirmed": self.confirmed or "estimated", "trace_longest_seq_len": self.trace_longest_seq_len,
+                "measured_peak_gib": self.measured_peak_gib,
+                "measured_probes": "; ".join(f"{n}:{state}" + (f" {peak:.3f} GiB" if peak is not None else "")
+                                             for n, peak, state in self.measured)}
 
 
 def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> tuple[int | None, list]:
@@ -112,3 +128,54 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
                                   else None,
                                   points=sorted(points)))
     return curves
+
+
+def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, cache: TraceCache,
+                     max_len: int) -> SeqLenCurve:
+    """Run the real probe at the traced boundary and, if it fits there, one GRANULARITY step above (when the
+    model allows); if it does not fit, step down until it does (at most MAX_CONFIRM_PROBES runs in all). The
+    boundary moves to what was measured: the trace is an estimate, the real run is not. The peak and tokens/s
+    then shown are the real probe's."""
+    if curve.longest_seq_len is None:
+        return curve
+    real = getattr(probe, "real", probe)  # a screened probe: run the real one, the boundary is what is asked
+    top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
+    results = {}
+
+    def measure(seq_len: int) -> bool:
+        result = real.run(cache.model, config.replace(seq_len=seq_len), cache.context)
+        results[seq_len] = result
+        curve.measured.append((seq_len, None if result.peak_memory_gib is None else round(result.peak_memory_gib, 3),
+                               result.state))
+        return result.state == OK
+
+    traced = curve.longest_seq_len
+    longest = traced
+    if measure(traced):
+        if traced + GRANULARITY <= top and measure(traced + GRANULARITY):
+            longest = traced + GRANULARITY  # fits beyond the estimate: at least this long (not searched further)
+    else:
+        longest = None
+        candidate = traced - GRANULARITY
+        while candidate >= GRANULARITY and len(curve.measured) < MAX_CONFIRM_PROBES:
+            if measure(candidate):
+                longest = candidate
+                break
+            candidate -= GRANULARITY
+        if longest is None and candidate >= GRANULARITY:
+            longest = candidate  # probes spent: the trace's estimate below what failed (stays estimated there)
+    curve.trace_longest_seq_len = traced
+    curve.longest_seq_len = longest
+    curve.confirmed = "measured" if longest == traced else "moved"
+    at = results.get(longest)
+    if at is not None and at.state == OK:
+        curve.peak_memory_gib = round(at.peak_memory_gib, 3)
+        curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
+    elif longest is not None:  # not measured there: the trace's figures
+        traced_at = cache.run(config.replace(seq_len=longest))
+        curve.peak_memory_gib = round(traced_at.peak_memory_gib, 3)
+        curve.tokens_per_s = round(traced_at.tokens_per_s, 1)
+    else:
+        curve.peak_memory_gib = curve.tokens_per_s = None
+    curve.capped_at = max_len if longest and longest >= top else None
+    return curve

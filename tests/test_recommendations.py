@@ -4,8 +4,10 @@ trainer file in (`check`) and out (`search --from`), and seq_len from their data
 import importlib.util
 import json
 import math
+import sys
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -349,27 +351,48 @@ def test_data_layouts_and_formats(tmp_path):
 
 
 def test_data_parquet_with_pyarrow(tmp_path):
-    pytest.importorskip("pyarrow", reason="pyarrow is not installed: Parquet and datasets folders are refused")
-    import pandas as pd
-
     path = tmp_path / "t.parquet"
     pd.DataFrame({"text": ["x" * 35, "y" * 700]}).to_parquet(path)
     assert seq_len_from_data(str(path), TINY).seq_len == 200
 
 
-def test_data_parquet_and_saved_dataset_without_pyarrow(tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-        pytest.skip("pyarrow is installed: this tests the error without it")
-    except ImportError:
-        pass
+def _save_to_disk_folder(folder, rows):
+    """A folder laid out as datasets' Dataset.save_to_disk writes it: Arrow IPC stream shards plus
+    dataset_info.json and state.json (built with pyarrow, which datasets itself uses)."""
+    import pyarrow as pa
+
+    folder.mkdir()
+    table = pa.Table.from_pylist(rows)
+    shard = "data-00000-of-00001.arrow"
+    with pa.OSFile(str(folder / shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    features = {name: {"dtype": "string", "_type": "Value"} for name in table.column_names}
+    (folder / "dataset_info.json").write_text(json.dumps({"citation": "", "description": "", "features": features,
+                                                          "homepage": "", "license": ""}))
+    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": shard}], "_fingerprint": "0" * 16,
+                                                   "_format_columns": None, "_format_kwargs": {},
+                                                   "_format_type": None, "_output_all_columns": False,
+                                                   "_split": "train"}))
+    return folder
+
+
+def test_data_saved_dataset_folder_alpaca(tmp_path):
+    rows = [{"instruction": "x" * 35, "input": "", "output": "y" * 35},
+            {"instruction": "x" * 350, "input": "z" * 350, "output": "y" * 350}]
+    folder = _save_to_disk_folder(tmp_path / "saved", rows)
+    found = seq_len_from_data(str(folder), TINY)
+    assert found.seq_len >= 1050 // 3.5 and found.seq_len < 2 * 1050 // 3.5  # the longest sample, by characters
+    assert seq_len_from_data(str(folder), TINY, truncate_share=0.5).seq_len < found.seq_len
+
+
+def test_data_parquet_and_saved_dataset_without_pyarrow(tmp_path, monkeypatch):
     parquet = tmp_path / "t.parquet"
-    parquet.write_bytes(b"PAR1")
+    pd.DataFrame({"text": ["x" * 35]}).to_parquet(parquet)
+    folder = _save_to_disk_folder(tmp_path / "saved", [{"text": "x" * 35}])
+    for module in ("pyarrow", "pyarrow.parquet", "fastparquet"):  # as if not installed: import raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(AutofitError, match="pyarrow"):
         seq_len_from_data(str(parquet), TINY)
-    folder = tmp_path / "saved"
-    folder.mkdir()
-    (folder / "data-00000-of-00001.arrow").write_bytes(b"")
     with pytest.raises(AutofitError, match="pyarrow or datasets"):
         seq_len_from_data(str(folder), TINY)
 
@@ -457,3 +480,22 @@ def test_json_trainer_file_is_written_back_as_json(tmp_path):
                                                          "gradient_accumulation_steps": 4}, None), "test")
     assert json.loads(text) == {"output_dir": "o", "per_device_train_batch_size": 2, "learning_rate": 3e-5,
                                 "gradient_accumulation_steps": 4}
+
+
+def test_search_from_probes_the_users_configuration_first(cli, tmp_path):
+    source = _write(tmp_path, "llamafactory", seq=512, batch=4)
+    out = tmp_path / "out"
+    proc = cli("search", "--from", source, "--gpu-mem", "1.2GB", "--trials", "3", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "enqueued as the search's first trial" in proc.stdout
+    assert "Your file's configuration was probed as trial 0: ok" in proc.stdout
+    first = pd.read_csv(out / "trials.csv").sort_values("number").iloc[0]
+    theirs = read_trainer_file(str(source)).knobs
+    for knob in ("per_device_train_batch_size", "gradient_accumulation_steps", "seq_len", "lora_rank",
+                 "gradient_checkpointing", "optimizer"):
+        assert first[knob] == theirs[knob], knob
+    again = cli("search", "--from", source, "--gpu-mem", "1.2GB", "--trials", "4", "--out", out)  # resumed
+    assert again.returncode == 0, again.stderr
+    assert "already in the study (trial 0)" in again.stdout
+    rows = pd.read_csv(out / "trials.csv")
+    assert len(rows[(rows["per_device_train_batch_size"] == 4) & (rows["gradient_accumulation_steps"] == 2)]) == 1

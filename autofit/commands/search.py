@@ -13,7 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..advice import FROM_FILE_ATTR, REQUIREMENTS_ATTR, compute_advice, plan_with_requirements, summary_lines
+from ..advice import (FROM_FILE_ATTR, REQUIREMENTS_ATTR, compute_advice, enqueue_from_file, plan_with_requirements,
+                      summary_lines)
 from ..budget import make_budget
 from ..knobs import requirement_knobs
 from ..requirements import resolve_requirements
@@ -147,6 +148,8 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
     try:
         folder.mkdir(parents=True, exist_ok=True)
         study = open_study(plan)
+        if from_file is not None:
+            console.print(enqueue_from_file(plan, study, from_file), highlight=False)
     except BaseException:
         if not existed:
             shutil.rmtree(folder, ignore_errors=True)
