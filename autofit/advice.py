@@ -77,8 +77,10 @@ def plan_with_requirements(make_plan, req: Requirements, check, space_values: di
         try:
             check(conceded)
             return conceded
-        except AutofitError:
+        except AutofitError as exc:  # say what even the conceded default needs: the smallest there is
             req.conceded = {}
+            if error is not None:
+                error = AutofitError(f"{exc} (with the default {knob} {req.values[knob]} conceded to {value})")
     if error is None:
         return plan  # only DeepSpeed makes it fit, and no default may be conceded: search with it
     cache = TraceCache(plan.model, plan.context)
