@@ -13,8 +13,11 @@ PY312="${PY312:-$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python}"
 LF_VERSION="${LF_VERSION:-0.9.5}"
 AXO_VERSION="${AXO_VERSION:-0.21.0}"
 # autofit's needs that the trainers' own dependencies do not already bring; deepspeed because
-# TrainingArguments(deepspeed=...) imports it for the ZeRO cases (same pins as autofit's venv)
-AUTOFIT_EXTRAS=(optuna pandas plotly rich typer pyyaml pytest pytest-timeout deepspeed==0.19.8 bitsandbytes==0.50.2)
+# TrainingArguments(deepspeed=...) imports it for the ZeRO cases: autofit's pin for LLaMA-Factory,
+# < 0.19 for axolotl (its own requirement)
+AUTOFIT_EXTRAS=(optuna pandas plotly rich typer pyyaml pytest pytest-timeout bitsandbytes==0.50.2)
+LF_EXTRAS=(deepspeed==0.19.8)
+AXO_EXTRAS=("deepspeed<0.19")
 
 LF_TESTS=(
   "tests/test_exports.py::test_llamafactory_real_parser_if_installed"
@@ -25,13 +28,13 @@ AXO_TESTS=(
   "tests/test_recommendations.py::test_search_from_writes_the_users_file_back[axolotl]"
 )
 
-build() {  # build VENV PYTHON TRAINER_SPEC
-  local venv="$1" py="$2" spec="$3"
+build() {  # build VENV PYTHON TRAINER_SPEC [EXTRA...]
+  local venv="$1" py="$2" spec="$3"; shift 3
   if [[ "${KEEP_VENVS:-0}" == 1 && -x "$venv/bin/python" ]]; then return 0; fi
   rm -rf "$venv" && "$py" -m venv "$venv" || return 1
   "$venv/bin/pip" install -q "$spec" || return 1
   "$venv/bin/pip" install -q --no-deps -e "$REPO" || return 1
-  "$venv/bin/pip" install -q "${AUTOFIT_EXTRAS[@]}" || return 1
+  "$venv/bin/pip" install -q "${AUTOFIT_EXTRAS[@]}" "$@" || return 1
 }
 
 run() {  # run VENV TEST...   -rs shows any skip: a skip here means the parser was not exercised
@@ -42,12 +45,12 @@ run() {  # run VENV TEST...   -rs shows any skip: a skip here means the parser w
 
 status=0
 if [[ "$WHICH" == lf || "$WHICH" == all ]]; then
-  build "$VENV_LF" "$PY311" "llamafactory==$LF_VERSION" || { echo "llamafactory venv build failed"; status=1; }
+  build "$VENV_LF" "$PY311" "llamafactory==$LF_VERSION" "${LF_EXTRAS[@]}" || { echo "llamafactory venv build failed"; status=1; }
   "$VENV_LF/bin/python" -c "import llamafactory; print('llamafactory', llamafactory.__version__)" || status=1
   run "$VENV_LF" "${LF_TESTS[@]}" || status=1
 fi
 if [[ "$WHICH" == axo || "$WHICH" == all ]]; then
-  build "$VENV_AXO" "$PY312" "axolotl==$AXO_VERSION" || { echo "axolotl venv build failed"; status=1; }
+  build "$VENV_AXO" "$PY312" "axolotl==$AXO_VERSION" "${AXO_EXTRAS[@]}" || { echo "axolotl venv build failed"; status=1; }
   "$VENV_AXO/bin/python" -c "import importlib.metadata as m; print('axolotl', m.version('axolotl'))" || status=1
   run "$VENV_AXO" "${AXO_TESTS[@]}" || status=1
 fi
