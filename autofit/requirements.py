@@ -100,8 +100,8 @@ def resolve_requirements(space: SearchSpace, pins: dict[str, Any], given: dict[s
         from .rules import rules  # the same rule the candidates obey, named as every invalid combination is
 
         rule = next(r for r in rules() if r.name == "quantization_needs_lora")
-        raise AutofitError(f"invalid requirements (rule {rule.name}): {rule.message}; got lora_rank 0 "
-                           f"(full fine-tuning) with quantization {values['quantization']}")
+        raise AutofitError(f"quantization {values['quantization']} needs LoRA, but lora_rank is 0 (full fine-tuning); "
+                           f"rule {rule.name}: {rule.message}")
     if global_batch is not None and global_batch < 1:
         raise AutofitError("--global-batch must be at least 1")
     return Requirements(values=values, sources=sources, global_batch=global_batch,

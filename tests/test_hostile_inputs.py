@@ -102,7 +102,7 @@ CASES = [
     ("gpu-mem-400-digits", lambda t: ["search", "--model", "glm-tiny", "--gpu-mem", "9" * 400 + "GB"]),
     ("gpu-mem-1e30", lambda t: ["search", "--model", "glm-tiny", "--gpu-mem", "1e30GB"]),
     ("gpu-mem-above-16TiB", lambda t: ["search", "--model", "glm-tiny", "--gpu-mem", "100TB"]),
-    ("gpu-mem-below-1GiB", lambda t: ["search", "--model", "glm-tiny", "--gpu-mem", "512MiB"]),
+    ("gpu-mem-below-256MiB", lambda t: ["search", "--model", "glm-tiny", "--gpu-mem", "128MiB"]),
     ("estimate-gpu-mem-digits", lambda t: ["estimate", "--model", "glm-tiny", "--gpu-mem", "9" * 400]),
     ("timeout-negative", lambda t: ["search", *TINY, "--timeout", "-5"]),
     ("timeout-nan", lambda t: ["search", *TINY, "--timeout", "nan"]),
