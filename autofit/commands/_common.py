@@ -71,3 +71,16 @@ def check_search_target(folder: Path, storage_url: str, default_storage: bool, s
         if isinstance(stored, dict) and stored.get("model") not in (None, model_name):
             raise AutofitError(f"--out {folder} holds the search of another model ({short(stored['model'])}); its "
                                f"outputs would be replaced: use another --out")
+
+
+def breakdown_table(breakdown_gib: dict, peak_gib: float):
+    """The peak-memory breakdown table shared by `estimate` and `check` (figures from the trace: estimated)."""
+    from rich.table import Table
+
+    table = Table(title="peak memory breakdown (GiB, estimated)")
+    table.add_column("part")
+    table.add_column("GiB", justify="right")
+    for part, value in breakdown_gib.items():
+        table.add_row(part, f"{value:.2f}")
+    table.add_row("[bold]peak[/]", f"[bold]{peak_gib:.2f}[/]")
+    return table

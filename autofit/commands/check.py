@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from rich.table import Table
 
 from ..budget import make_budget
 from ..concessions import TraceCache
@@ -15,7 +14,7 @@ from ..knobs import TrainingConfig
 from ..probes import OK, ProbeContext
 from ..rules import check_valid
 from ..trainer_files import read_trainer_file
-from ._common import choose_gpu, positive
+from ._common import breakdown_table, choose_gpu, positive
 
 
 def check(file: str, gpu_mem: str, model: str | None, gpu: str | None, gpus: int,
@@ -56,13 +55,7 @@ def check_command(file, gpu_mem, model, gpu, gpus, headroom, as_json) -> int:
         console.print(f"  (not in the file, the trainer's default: {', '.join(defaulted)})", highlight=False)
     for note in extra["notes"]:
         console.print(f"  note: {note}", highlight=False)
-    table = Table(title="peak memory breakdown (GiB, estimated)")
-    table.add_column("part")
-    table.add_column("GiB", justify="right")
-    for part, value in extra["breakdown_gib"].items():
-        table.add_row(part, f"{value:.2f}")
-    table.add_row("[bold]peak[/]", f"[bold]{answer['peak_memory_gib']:.2f}[/]")
-    console.print(table)
+    console.print(breakdown_table(extra["breakdown_gib"], answer["peak_memory_gib"]))
     console.print(f"peak {answer['peak_memory_gib']:.2f} GiB of {answer['usable_budget_gib']:.2f} GiB usable: "
                   f"{verdict}; {extra['tokens_per_s']:,.0f} tokens/s estimated for {extra['gpu']}", highlight=False)
     if not answer["fits"]:

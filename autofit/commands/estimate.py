@@ -13,7 +13,7 @@ from ..models import resolve_model
 from ..probes import ProbeContext, TraceProbe
 from ..rules import check_valid
 from ..validation import check_pins_for_model
-from ._common import choose_gpu, load_space, parse_pins, positive
+from ._common import breakdown_table, choose_gpu, load_space, parse_pins, positive
 
 
 def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None, gpu: str | None, gpus: int,
@@ -54,13 +54,7 @@ def estimate_command(model, gpu_mem, sets, space, gpu, gpus, headroom, as_json) 
     for note in data["notes"]:
         console.print(note, highlight=False)
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in data["config"].items()))
-    table = Table(title="peak memory breakdown (GiB, estimated)")
-    table.add_column("part")
-    table.add_column("GiB", justify="right")
-    for part, value in data["breakdown_gib"].items():
-        table.add_row(part, f"{value:.2f}")
-    table.add_row("[bold]peak[/]", f"[bold]{data['peak_memory_gib']:.2f}[/]")
-    console.print(table)
+    console.print(breakdown_table(data["breakdown_gib"], data["peak_memory_gib"]))
     times = Table(title=f"time per optimizer step on {data['gpu']} (s, estimated)")
     times.add_column("part")
     times.add_column("s", justify="right")
