@@ -198,10 +198,12 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
                      f"({measured}; in trials.csv)")
     theirs = study.user_attrs.get(FROM_FILE_TRACE_ATTR)
     if theirs:
-        gain = 100.0 * (theirs["recommended_tokens_per_s"] / theirs["tokens_per_s"] - 1) if theirs["tokens_per_s"] else 0
+        ours, mine = theirs["recommended_tokens_per_s"], theirs["tokens_per_s"]
+        gain = 100.0 * (ours / mine - 1) if mine else 0
         lines.append(f"Your file as it is: peak {theirs['peak_memory_gib']:.2f} GiB, "
                      + ("fits" if theirs["fits"] else "does not fit")
-                     + f", {theirs['tokens_per_s']:,.0f} tokens/s; the recommendation: {gain:+.0f}% tokens/s (estimated)")
+                     + f", {theirs['tokens_per_s']:,.0f} tokens/s;"
+                     + f" the recommendation: {gain:+.0f}% tokens/s (estimated)")
     for curve in stored_curves(study):
         mark = " (recommended)" if curve["recommended"] else ""
         longest = curve["longest_seq_len"]

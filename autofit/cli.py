@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -20,29 +19,29 @@ SET_HELP = "Pin a knob, e.g. --set seq_len=4096 --set quantization=nf4 (repeatab
 
 @app.command()
 def search(
-    model: Optional[str] = typer.Option(None, help="Preset name (see `autofit models`), path to a config.json or its "
+    model: str | None = typer.Option(None, help="Preset name (see `autofit models`), path to a config.json or its "
                                                    "folder, or a hub id in the local Hugging Face cache (required "
                                                    "unless --from names one)."),
     gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
     trials: int = typer.Option(40, help="Evaluated configurations the study should hold (rerunning continues)."),
-    timeout: Optional[float] = typer.Option(None, help="Wall-clock budget for the whole search, seconds."),
-    seed: Optional[int] = typer.Option(0, help="Sampler seed."),
-    space: Optional[str] = typer.Option(None, help="Search space YAML (default: search_spaces/default.yaml)."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
-    global_batch: Optional[int] = typer.Option(None, "--global-batch",
+    timeout: float | None = typer.Option(None, help="Wall-clock budget for the whole search, seconds."),
+    seed: int | None = typer.Option(0, help="Sampler seed."),
+    space: str | None = typer.Option(None, help="Search space YAML (default: search_spaces/default.yaml)."),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    global_batch: int | None = typer.Option(None, "--global-batch",
                                                help="Keep batch x gradient accumulation x gpus equal to this."),
     gpus: int = typer.Option(1, help="Data-parallel GPUs (ZeRO partitions over them)."),
-    gpu: Optional[str] = typer.Option(None, help="Target card for throughput estimates: a10, l4, rtx3090, rtx4090, "
+    gpu: str | None = typer.Option(None, help="Target card for throughput estimates: a10, l4, rtx3090, rtx4090, "
                                                  "a100-40gb, a100-80gb, l40s, h100, h200 (default: the GPU present, "
                                                  "else a card for the budget)."),
     probe: str = typer.Option("auto", help="auto|trace|cuda|cpu, or package.module:Class for a Probe of your own "
                                            "(auto: cuda with a CUDA GPU, else trace)."),
-    out: Optional[str] = typer.Option(None, help="Output folder (default reports/<model>-<gpu-mem>/)."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///, postgresql://, mysql:// or "
+    out: str | None = typer.Option(None, help="Output folder (default reports/<model>-<gpu-mem>/)."),
+    storage: str | None = typer.Option(None, help="Optuna storage: sqlite:///, postgresql://, mysql:// or "
                                                      "journal:///path/file.log (default sqlite:///<out>/study.db)."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default <model>-<gpu-mem>)."),
-    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
-    probe_timeout: Optional[float] = typer.Option(None, "--probe-timeout",
+    study_name: str | None = typer.Option(None, "--study-name", help="Study name (default <model>-<gpu-mem>)."),
+    headroom: float | None = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    probe_timeout: float | None = typer.Option(None, "--probe-timeout",
                                                   help="Seconds a real probe may run before it is killed "
                                                        "(default: sized from the model)."),
     screen_margin: float = typer.Option(0.10, "--screen-margin",
@@ -51,21 +50,21 @@ def search(
     no_screen: bool = typer.Option(False, "--no-screen", help="Real probes: run every configuration, no trace screen."),
     workers: int = typer.Option(1, help="Probes at a time on this machine (one GPU each); other machines join by "
                                         "running the same command against one PostgreSQL --storage."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Required tokens per sequence (default: the "
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Required tokens per sequence (default: the "
                                                                   "space's, 2048; never shortened to raise tokens/s)."),
-    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="Required LoRA rank; 0 = full fine-tuning "
+    lora_rank: int | None = typer.Option(None, "--lora-rank", help="Required LoRA rank; 0 = full fine-tuning "
                                                                       "(default 16)."),
-    quantization: Optional[str] = typer.Option(None, "--quantization",
+    quantization: str | None = typer.Option(None, "--quantization",
                                                help="Required base-weight quantization: none|int8|nf4 (default none; "
                                                     "a default none is conceded to nf4, stated, when nothing in "
                                                     "bf16 fits)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Training set (JSON/JSONL, Parquet, CSV, alpaca or "
+    data: str | None = typer.Option(None, "--data", help="Training set (JSON/JSONL, Parquet, CSV, alpaca or "
                                                             "sharegpt layout, a datasets folder): seq_len = its "
                                                             "longest sample in tokens."),
-    truncate_share: Optional[float] = typer.Option(None, "--truncate-share",
+    truncate_share: float | None = typer.Option(None, "--truncate-share",
                                                    help="With --data: share of samples allowed to be truncated "
                                                         "(seq_len = that percentile), e.g. 0.01."),
-    from_file: Optional[str] = typer.Option(None, "--from", help="A LLaMA-Factory, axolotl or HF TrainingArguments "
+    from_file: str | None = typer.Option(None, "--from", help="A LLaMA-Factory, axolotl or HF TrainingArguments "
                                                                  "file: its settings are the requirements; the "
                                                                  "recommendation is written back in its format."),
 ):
@@ -91,10 +90,10 @@ def check(
     file: str = typer.Argument(..., help="A LLaMA-Factory YAML, an axolotl YAML or an HF TrainingArguments "
                                          "YAML/JSON (with the DeepSpeed JSON it names)."),
     gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
-    model: Optional[str] = typer.Option(None, help="The model, when the file names none (or to override it)."),
-    gpu: Optional[str] = typer.Option(None, help="Target card for the throughput estimates."),
+    model: str | None = typer.Option(None, help="The model, when the file names none (or to override it)."),
+    gpu: str | None = typer.Option(None, help="Target card for the throughput estimates."),
     gpus: int = typer.Option(1, help="Data-parallel GPUs."),
-    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    headroom: float | None = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Does your trainer file fit? Peak memory against the budget, the breakdown, and when it does not fit the
@@ -108,11 +107,11 @@ def check(
 def estimate(
     model: str = typer.Option(..., help="Preset, config.json path or cached hub id."),
     gpu_mem: str = typer.Option(..., "--gpu-mem", help=GPU_MEM_HELP),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP + " Unset knobs take the space's defaults."),
-    space: Optional[str] = typer.Option(None, help="Space whose defaults fill unset knobs."),
-    gpu: Optional[str] = typer.Option(None, help="Target card for the throughput estimate."),
+    sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP + " Unset knobs take the space's defaults."),
+    space: str | None = typer.Option(None, help="Space whose defaults fill unset knobs."),
+    gpu: str | None = typer.Option(None, help="Target card for the throughput estimate."),
     gpus: int = typer.Option(1, help="Data-parallel GPUs."),
-    headroom: Optional[float] = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
+    headroom: float | None = typer.Option(None, help="Share of --gpu-mem kept free (default 0.05)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Peak memory (with a breakdown) and tokens/s of one configuration, from a trace of a training step."""
@@ -132,8 +131,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 @app.command()
 def report(
     out: str = typer.Argument(..., help="A search's output folder."),
-    storage: Optional[str] = typer.Option(None, help="Storage URL if not OUT/study.db."),
-    study_name: Optional[str] = typer.Option(None, "--study-name"),
+    storage: str | None = typer.Option(None, help="Storage URL if not OUT/study.db."),
+    study_name: str | None = typer.Option(None, "--study-name"),
 ):
     """Rebuild OUT/report.html from the stored study."""
     from .commands.report import report_command
@@ -145,8 +144,8 @@ def report(
 def export(
     out: str = typer.Argument(..., help="A search's output folder."),
     fmt: str = typer.Option(..., "--format", help="llamafactory|hf|deepspeed|axolotl"),
-    storage: Optional[str] = typer.Option(None, help="Storage URL if not OUT/study.db."),
-    study_name: Optional[str] = typer.Option(None, "--study-name"),
+    storage: str | None = typer.Option(None, help="Storage URL if not OUT/study.db."),
+    study_name: str | None = typer.Option(None, "--study-name"),
 ):
     """Write the recommended configuration for LLaMA-Factory, HF Trainer, DeepSpeed or axolotl into OUT."""
     from .commands.export import export_command

@@ -7,7 +7,8 @@ against the recommendation, always as an estimate. Shown in the CLI, best-config
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .knobs import TrainingConfig, knob_specs, requirement_knobs
 from .models import ModelSpec

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -110,7 +111,8 @@ def sample_texts(frame: pd.DataFrame) -> tuple[str, list[str]]:
                 texts.append("\n".join(_text(t.get("value", t.get("content"))) for t in turns if isinstance(t, dict)))
             extra = [c for c in ("system", "tools") if c in columns]
             if extra:
-                texts = [t + "".join("\n" + _text(v) for v in vals) for t, vals in zip(texts, frame[extra].values)]
+                texts = [t + "".join("\n" + _text(v) for v in vals)
+                         for t, vals in zip(texts, frame[extra].values, strict=False)]
             return "sharegpt", texts
     if "text" in columns:
         return "text", [_text(v) for v in frame["text"]]

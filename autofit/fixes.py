@@ -56,7 +56,8 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         required["lora_rank"] = [{"lora_rank": LORA_RANK_FOR_FULL}]
     else:
         quant = [{"quantization": q} for q in ("int8", "nf4")
-                 if knob_specs()["quantization"].memory_rank(q) < knob_specs()["quantization"].memory_rank(config.quantization)]
+                 if knob_specs()["quantization"].memory_rank(q)
+                 < knob_specs()["quantization"].memory_rank(config.quantization)]
         if quant:
             required["quantization"] = quant
         if config.lora_rank > 8:

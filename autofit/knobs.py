@@ -130,7 +130,7 @@ class TrainingConfig:
     allocator: str = "default"
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
         specs = knob_specs()
         unknown = sorted(set(values) - set(specs))
         if unknown:
@@ -148,7 +148,7 @@ class TrainingConfig:
         """Canonical identity of the configuration (used to never probe one twice)."""
         return ",".join(f"{k}={v}" for k, v in self.to_dict().items())
 
-    def replace(self, **changes: Any) -> "TrainingConfig":
+    def replace(self, **changes: Any) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
 
     @property

@@ -101,7 +101,7 @@ def _formula_safe(cell: Any) -> Any:
         return "'" + cell
 
 
-def spreadsheet_safe(frame: "pd.DataFrame") -> "pd.DataFrame":
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its text cells neutralised for spreadsheets (CSV injection)."""
     import pandas as pd
 
@@ -123,7 +123,7 @@ def ensure_writable_dir(out: Path) -> bool:
     return existed
 
 
-def export_context(study: optuna.Study, rec: Recommendation) -> "exports.ExportContext":
+def export_context(study: optuna.Study, rec: Recommendation) -> exports.ExportContext:
     attrs = study.user_attrs
     return exports.ExportContext(
         model_ref=attrs["model_ref"], model_name=attrs["model"], template=attrs.get("template"),

@@ -24,7 +24,8 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import optuna
 import pandas as pd
@@ -190,13 +191,13 @@ _JS = r"""
 
 _DRAW_JS = """
 (function(){
-  var config = %s;
+  var config = __PLOTLY_CONFIG__;
   document.querySelectorAll('script.figure-spec').forEach(function(spec){
     var fig = JSON.parse(spec.textContent), div = document.getElementById(spec.dataset.for);
     Plotly.newPlot(div, fig.data, fig.layout, config);
   });
 })();
-""" % json.dumps(PLOTLY_CONFIG)
+""".replace("__PLOTLY_CONFIG__", json.dumps(PLOTLY_CONFIG))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -921,7 +922,8 @@ def _memory_against(data: _Data, knob: str, title: str, axis_title: str) -> go.F
             part = group[(group["state"] == "ok") == fits]
             jitter = [((int(n) * 7919) % 17 / 16 - 0.5) * width / max(1, len(quants)) * 0.6 for n in part["number"]]
             fig.add_trace(go.Scatter(
-                x=[index[str(v)] + offset + j for v, j in zip(part[knob], jitter)], y=part["plot_memory_gib"],
+                x=[index[str(v)] + offset + j for v, j in zip(part[knob], jitter, strict=False)],
+                y=part["plot_memory_gib"],
                 mode="markers", name=f"quantization={quant}", legendgroup=quant,
                 showlegend=fits or not (group["state"] == "ok").any(),
                 marker={"color": QUANT_COLORS.get(quant, "#888"), "size": 8, "symbol": "circle" if fits else "x",
@@ -1013,7 +1015,7 @@ def _timeline_figure(data: _Data) -> go.Figure | str:
     # Optuna groups the bars by its own trial state; regroup them by autofit's (ok, oom, oom-inferred, ...)
     bars: dict[int, tuple[Any, Any]] = {}
     for trace in base.data:
-        for x, start, number in zip(trace.x or (), trace.base or (), trace.y or ()):
+        for x, start, number in zip(trace.x or (), trace.base or (), trace.y or (), strict=False):
             bars[int(number)] = (x, start)
     states: dict[str, list[int]] = {}
     for t in finished:
@@ -1165,7 +1167,7 @@ def _error_figure(data: _Data) -> go.Figure:
     rows = _validation_rows(data).copy()
     errors = [(_num(e) if _num(e) is not None else 100.0 * (p - m) / m if m else None)
               for e, p, m in zip(rows.get("prediction_error_pct", [None] * len(rows)), rows["predicted_peak_gib"],
-                                 rows["peak_allocated_gib"])]
+                                 rows["peak_allocated_gib"], strict=False)]
     rows["err"] = errors
     rows = rows.dropna(subset=["err"])
     fig = go.Figure(go.Bar(x=[f"#{int(n)}" for n in rows["number"]], y=rows["err"],

@@ -29,7 +29,8 @@ def requirements_section(data) -> str:
             f"{_esc(k)} {_esc(v)} instead of the default {_esc(req.values[k])}, because nothing with "
             f"{_esc(req.values[k])} fits on one GPU without DeepSpeed offload" for k, v in req.conceded.items())
             + ". Pass the requirement explicitly (e.g. --quantization none) to refuse this.")
-    why = f"<p><b>Why this configuration:</b> {_esc(data.rec.reason)}.</p>" if data.rec is not None and data.rec.reason else ""
+    reason = data.rec.reason if data.rec is not None else ""
+    why = f"<p><b>Why this configuration:</b> {_esc(reason)}.</p>" if reason else ""
     concessions = stored_concessions(data.study)
     items = "".join(f"<tr><td>{_esc(c['knob'])}</td><td>{_esc(c['value'])}</td><td>{_esc(c['required'])}</td>"
                     f"<td>{c['peak_memory_gib']:.2f}</td>"

@@ -55,8 +55,8 @@ class Requirements:
             shown = "0 (full fine-tuning)" if knob == "lora_rank" and value == 0 else value
             line = f"{knob} {shown} ({self.sources[knob]})"
             if knob in self.conceded:
-                line += (f"; conceded: {self.conceded[knob]} used instead, nothing with {value} fits on one GPU without "
-                         "DeepSpeed offload")
+                line += (f"; conceded: {self.conceded[knob]} used instead, nothing with {value} fits on one GPU"
+                         " without DeepSpeed offload")
             lines.append(line)
         batch = GLOBAL_BATCH_FREE if self.global_batch is None else str(self.global_batch)
         lines.append(f"global batch {batch} ({self.global_batch_source})")
@@ -67,7 +67,7 @@ class Requirements:
                 "global_batch_source": self.global_batch_source, "conceded": self.conceded, "notes": self.notes}
 
     @classmethod
-    def from_attrs(cls, data: dict[str, Any] | None) -> "Requirements | None":
+    def from_attrs(cls, data: dict[str, Any] | None) -> Requirements | None:
         if not data:
             return None
         return cls(values=dict(data["values"]), sources=dict(data["sources"]), global_batch=data.get("global_batch"),

@@ -37,7 +37,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                      "tokens_per_s": t.user_attrs.get("tokens_per_s"), "probe": t.user_attrs.get("probe"),
                      "estimated": t.user_attrs.get("estimated"), "duration_s": t.user_attrs.get("duration_s"),
                      **{k: t.user_attrs.get(k) for k in MEASURED_COLUMNS},
-                     "runtime_reserve_gib": None if reserve is None else reserve / GIB, "error": t.user_attrs.get("error")})
+                     "runtime_reserve_gib": None if reserve is None else reserve / GIB,
+                     "error": t.user_attrs.get("error")})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 

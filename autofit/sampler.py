@@ -55,7 +55,8 @@ OOM_STATES = (OOM, OOM_PREDICTED, OOM_INFERRED)
 # the knobs along which an out-of-memory result's next step is recorded as oom-inferred, in order of preference
 # (the axes the search bisects per setting of the other knobs); then the other searched knobs
 RECORD_ALONG = ("per_device_train_batch_size", "seq_len")
-_HELD = (*EVALUATED, INVALID, OOM_PREDICTED, OOM_INFERRED)  # outcomes that keep a configuration from being proposed again
+# outcomes that keep a configuration from being proposed again
+_HELD = (*EVALUATED, INVALID, OOM_PREDICTED, OOM_INFERRED)
 
 # probabilists' Gauss-Hermite nodes and weights: expectations over a normal predictive distribution
 _GH_NODES = np.array([-2.856970013872806, -1.355626179974266, 0.0, 1.355626179974266, 2.856970013872806])
@@ -130,7 +131,7 @@ class _GP:
         if len(y) >= 12:
             self._fit_lengthscales((y - mean) / scale)
         self._reset(mean, scale)
-        for j, value in zip(self.index, self.y):
+        for j, value in zip(self.index, self.y, strict=False):
             self._absorb(j, value)
         self.refitted_at = len(self.index)
 
@@ -322,7 +323,7 @@ class _Knowledge:
         t = tps[:, :, None]  # (k, 5, 1): throughput samples
         m = mem[:, None, :]  # (k, 1, 5): memory samples
         gain = np.zeros((len(idx), len(_GH_NODES), len(_GH_NODES)))  # hypervolume gain per sample pair
-        for start, end, level in zip(starts, ends, levels):
+        for start, end, level in zip(starts, ends, levels, strict=False):
             gain += np.clip(t - level, 0.0, None) * np.clip(end - np.maximum(start, m), 0.0, None)
         weights = _GH_WEIGHTS[:, None] * _GH_WEIGHTS[None, :]
         ehvi = (gain * weights).sum(axis=(1, 2))

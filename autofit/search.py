@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -83,7 +84,8 @@ class SearchPlan:
     def study_attrs(self) -> dict[str, Any]:
         """What a stored study must remember to rebuild its outputs (and to refuse a mismatched resume)."""
         return {
-            "model": self.model.name, "model_ref": self.model.hf_ref, "template": self.model.llamafactory_template, "model_config": self.model.config,
+            "model": self.model.name, "model_ref": self.model.hf_ref, "template": self.model.llamafactory_template,
+            "model_config": self.model.config,
             "model_params": self.model.params, "gpu_mem": self.budget.gpu_mem_text,
             "gpu_mem_gib": self.budget.gpu_mem_gib, "usable_budget_gib": self.budget.usable_gib,
             "reserve_gib": self.budget.reserve_bytes / GIB, "reserve_source": self.budget.reserve_source,
@@ -129,8 +131,8 @@ def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = N
         if stored:
             for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
                 if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
-                    raise AutofitError(f"study {plan.study_name!r} in {mask_url(plan.storage)} holds a different search "
-                                       f"({key} differs); use another --out, --storage or --study-name")
+                    raise AutofitError(f"study {plan.study_name!r} in {mask_url(plan.storage)} holds a different"
+                                       f" search ({key} differs); use another --out, --storage or --study-name")
         else:
             for key, value in attrs.items():
                 study.set_user_attr(key, value)

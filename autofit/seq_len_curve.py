@@ -32,7 +32,8 @@ def strategy_of(config: dict[str, Any]) -> str:
         method = "LoRA bf16"
     parts = [method]
     if config["zero_stage"]:
-        parts.append(f"ZeRO-{config['zero_stage']}" + (f" offload {config['offload']}" if config["offload"] != "none" else ""))
+        offload = f" offload {config['offload']}" if config["offload"] != "none" else ""
+        parts.append(f"ZeRO-{config['zero_stage']}{offload}")
     parts.append("checkpointing" if config["gradient_checkpointing"] else "no checkpointing")
     return ", ".join(parts)
 

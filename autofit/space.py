@@ -43,7 +43,7 @@ class SearchSpace:
     source: str = "<memory>"
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "SearchSpace":
+    def load(cls, path: str | Path | None = None) -> SearchSpace:
         path = Path(path) if path is not None else builtin_space_path()
         data = _read_space_yaml(path)
         if not isinstance(data, dict) or not isinstance(data.get("knobs"), dict):
@@ -52,8 +52,8 @@ class SearchSpace:
         return cls.from_mapping(data["knobs"], fallback=fallback, source=str(path))
 
     @classmethod
-    def from_mapping(cls, knobs: dict[str, Any], fallback: "SearchSpace | None" = None,
-                     source: str = "<memory>") -> "SearchSpace":
+    def from_mapping(cls, knobs: dict[str, Any], fallback: SearchSpace | None = None,
+                     source: str = "<memory>") -> SearchSpace:
         specs = knob_specs()
         values: dict[str, tuple] = {}
         defaults: dict[str, Any] = {}
@@ -81,7 +81,7 @@ class SearchSpace:
                                f"{limits()['space_configs_max']:,}; narrow some knobs")
         return space
 
-    def pinned(self, pins: dict[str, Any]) -> "SearchSpace":
+    def pinned(self, pins: dict[str, Any]) -> SearchSpace:
         """This space with each pinned knob reduced to its one value (and that value as default)."""
         values = dict(self.values)
         defaults = dict(self.defaults)

@@ -33,7 +33,8 @@ LLAMAFACTORY_MARKERS = ("finetuning_type", "stage", "cutoff_len", "template", "l
 OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch", "adamw_hf": "adamw_torch",
               "adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
 OPTIMIZER_KEYS = {"llamafactory": "optim", "hf": "optim", "axolotl": "optimizer"}
-WRITTEN_OPTIMIZER = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
+WRITTEN_OPTIMIZER = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit",
+                     "paged_adamw_8bit": "paged_adamw_8bit"}
 DS_FILE = "ds_config.json"
 
 
@@ -259,7 +260,8 @@ def changed_keys(trainer: TrainerFile, config: dict[str, Any], deepspeed_path: s
     diff = {k for k in KNOBS if config.get(k) != old.get(k) and k != "allocator"}
     keys: dict[str, Any] = {}
     if "per_device_train_batch_size" in diff:
-        keys["micro_batch_size" if fmt == "axolotl" else "per_device_train_batch_size"] = config["per_device_train_batch_size"]
+        batch_key = "micro_batch_size" if fmt == "axolotl" else "per_device_train_batch_size"
+        keys[batch_key] = config["per_device_train_batch_size"]
     if "gradient_accumulation_steps" in diff:
         keys["gradient_accumulation_steps"] = config["gradient_accumulation_steps"]
     if "seq_len" in diff:
@@ -307,7 +309,8 @@ def changed_keys(trainer: TrainerFile, config: dict[str, Any], deepspeed_path: s
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").removesuffix("...").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
 
 
 def apply_changes(trainer: TrainerFile, keys: dict[str, Any], why: str) -> str:

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 

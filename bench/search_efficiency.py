@@ -2,7 +2,7 @@
 Optuna's NSGA-II and TPE (their defaults), on exhaustive oracles built with the trace probe.
 
     python bench/search_efficiency.py --quick --json     # 10% of each space; prints one JSON object
-    python bench/search_efficiency.py                    # k = 10..100% of each space; writes docs/search-efficiency.md + PNG
+    python bench/search_efficiency.py        # k = 10..100% of each space; writes docs/search-efficiency.md + PNG
 
 An oracle is every valid configuration of a search space, traced once (the real TraceProbe, the real budget,
 a real target card) and cached under bench/.cache/search-efficiency/ (rebuilt when the probe's code, its
@@ -215,7 +215,7 @@ def hypervolume(points: list[tuple[float, float]], budget: float) -> float:
 def oracle_summary(oracle: dict[str, Any]) -> dict[str, float]:
     ok = [(tps, mem) for state, mem, tps in oracle["results"].values() if state == "ok"]
     front, best = 0, 0.0
-    for tps, mem in sorted(ok, key=lambda p: (p[1], -p[0])):
+    for tps, _mem in sorted(ok, key=lambda p: (p[1], -p[0])):
         if tps > best:
             front, best = front + 1, tps
     return {"hv": hypervolume(ok, oracle["usable_budget_gib"]), "best_tps": best, "feasible": len(ok),
@@ -465,7 +465,8 @@ def run_all(names: list[str], methods: list[str], seeds: list[int], fractions: t
         for task in tasks:
             runs.append(_run_job(task))
             run = runs[-1]
-            log(f"  {run['oracle']} {run['method']} seed {run['seed']}: {run['probes']} probes in {run['seconds']:.1f} s")
+            log(f"  {run['oracle']} {run['method']} seed {run['seed']}: {run['probes']} probes"
+                f" in {run['seconds']:.1f} s")
     results: dict[str, Any] = {}
     for name in names:
         summary = summaries[name]
@@ -480,7 +481,8 @@ def run_all(names: list[str], methods: list[str], seeds: list[int], fractions: t
                 k = math.ceil(fraction * summary["configs"])
                 curve.append({"fraction": fraction, "probes": k,
                               "hv_ratio": statistics.median(r["hv"][k - 1] / summary["hv"] for r in mine),
-                              "best_tps_ratio": statistics.median(r["best"][k - 1] / summary["best_tps"] for r in mine)})
+                              "best_tps_ratio": statistics.median(r["best"][k - 1] / summary["best_tps"]
+                                                                  for r in mine)})
             results[name]["methods"][method] = {
                 "curve": curve, "seconds": statistics.median(r["seconds"] for r in mine),
                 "inferred": statistics.median(r["inferred"] for r in mine),

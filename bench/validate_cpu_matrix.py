@@ -1,6 +1,6 @@
 """The trace against real CPU training steps, architecture by architecture, measured independently.
 
-    python bench/validate_cpu_matrix.py                      # every architecture, writes docs/validation/cpu-architectures.md
+    python bench/validate_cpu_matrix.py   # every architecture, writes docs/validation/cpu-architectures.md
     python bench/validate_cpu_matrix.py --only gemma2 qwen2  # a few, printed only (--out to write)
 
 For each decoder architecture transformers builds from a config (tiny sizes: 4 layers, hidden 64, vocab 512,
@@ -11,8 +11,9 @@ tied and untied embeddings, mixture-of-experts, sliding-window and soft-capped a
   them; the search's own figure adds the CUDA allocator's 512-byte rounding), with
 - the peak of one warm real training step on the CPU, measured without any autofit code: the model built the
   way a user's script builds it (transformers from_config; for QLoRA its linear layers but the head replaced by
-  bitsandbytes NF4 layers, as transformers' bitsandbytes loader leaves a model; peft LoRA on all linear layers; transformers' non-reentrant checkpointing; torch
-  AdamW), and its live bytes read from torch.profiler's memory events (every allocation and free of PyTorch's
+  bitsandbytes NF4 layers, as transformers' bitsandbytes loader leaves a model; peft LoRA on all linear layers;
+  transformers' non-reentrant checkpointing; torch AdamW), and its live bytes read from torch.profiler's memory
+  events (every allocation and free of PyTorch's
   CPU allocator, summed over the allocations made since the model was built).
 
 and the trace's parameter count with the real model's. The suite runs a subset (tests/test_architectures.py).
@@ -125,7 +126,7 @@ def _quiet():
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
+            for lg, level in zip(loggers, levels, strict=False):
                 lg.setLevel(level)
 
 
@@ -272,7 +273,7 @@ def measure_real_step(config: dict, knobs: dict, attn: str) -> Measured:
         optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5, foreach=True)
         ids = torch.randint(0, config["vocab_size"], (knobs["per_device_train_batch_size"], knobs["seq_len"]))
 
-        def step():
+        def step(net: torch.nn.Module = net, optimizer: torch.optim.Optimizer = optimizer) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = net(input_ids=ids, labels=ids).loss
             loss.backward()
@@ -387,7 +388,9 @@ def markdown(rows: list[Row], seconds: float) -> str:
         " peak live bytes of PyTorch's CPU allocator during one warm training step (forward, loss, backward,"
         " optimizer step, after a warm-up step), read from torch.profiler's memory events, with the model built as a"
         " user's script builds it (transformers `from_config`; QLoRA: each linear layer but the head replaced by a"
-        " bitsandbytes NF4 layer holding its quantized weight, as transformers' loader leaves it; peft LoRA r8 on all linear layers; non-reentrant checkpointing): no autofit"
+        " bitsandbytes NF4 layer holding its quantized weight, as transformers' loader leaves it;"
+        " peft LoRA r8 on all linear layers;"
+        " non-reentrant checkpointing): no autofit"
         " code in it. *traced* is the trace probe's peak for the same configuration (`traced_peak_bytes`, bytes"
         " unrounded; a search's figure also rounds each block to 512 bytes as the CUDA allocator does). *at start*"
         " is the measured live bytes when the step starts (weights, optimizer state, buffers, the batch)."
@@ -411,7 +414,8 @@ def markdown(rows: list[Row], seconds: float) -> str:
         lines.append(
             f"| {r.arch.label} | {r.arch.features} | {r.method} | {'on' if r.checkpointing else 'off'} | {r.attn} | "
             f"{_kib(r.traced.peak_bytes)} | {_kib(r.measured.peak_bytes)} | {r.error_pct:+.2f} | "
-            f"{_kib(r.measured.start_bytes)} | {_kib(r.measured.scratch_bytes)} | {int(round(r.traced.params)):,} | {r.measured.params:,} | "
+            f"{_kib(r.measured.start_bytes)} | {_kib(r.measured.scratch_bytes)} | "
+            f"{int(round(r.traced.params)):,} | {r.measured.params:,} | "
             f"{'exact' if r.params_exact else 'DIFFERS'} | {r.traced.phase} | {r.seconds:.1f} |")
     if failed:
         lines += ["", "Rows that could not run (the reason; `autofit estimate --model` on such a config prints one"

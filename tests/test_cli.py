@@ -68,7 +68,10 @@ def test_best_config_yaml(tiny_search):
     # the simplest of the fastest: within 3% of the fastest, and no configuration that close has fewer moving parts
     assert best["metrics"]["tokens_per_s"] >= fastest * 0.97 - 1e-6
     close = [r for r in rows if float(r["tokens_per_s"]) >= fastest * 0.97]
-    parts = lambda config: sum(moving_parts({k: yaml.safe_load(str(v)) for k, v in config.items()}).values())
+
+    def parts(config):
+        return sum(moving_parts({k: yaml.safe_load(str(v)) for k, v in config.items()}).values())
+
     assert parts(best["config"]) == min(parts({k: r[k] for k in KNOBS}) for r in close)
     assert best["config"]["seq_len"] == 2048 and best["requirements"]["seq_len"] == {"value": 2048, "source": "default"}
     assert best["why"] and isinstance(best["concessions"], list)

@@ -40,7 +40,7 @@ def test_hypervolume_matches_optuna():
 
     rng = np.random.default_rng(3)
     for _ in range(20):
-        points = [(float(t), float(m)) for t, m in zip(rng.random(30) * 1000, rng.random(30) * 30)]
+        points = [(float(t), float(m)) for t, m in zip(rng.random(30) * 1000, rng.random(30) * 30, strict=False)]
         budget = 24.0
         inside = np.array([[-t, m] for t, m in points if m <= budget])
         theirs = compute_hypervolume(inside, np.array([0.0, budget]))

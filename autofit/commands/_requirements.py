@@ -38,12 +38,15 @@ def requirement_inputs(model: str | None, seq_len: int | None, lora_rank: int | 
         inputs.model = spec.name if spec.name in preset_names() else spec.hf_ref
         for knob in ("seq_len", "lora_rank", "quantization"):
             key = trainer.stated.get(knob)
-            where = f"--from {trainer.path.name}: {key}" if key else f"--from {trainer.path.name}: {trainer.format}'s default"
+            origin = f"--from {trainer.path.name}"
+            where = f"{origin}: {key}" if key else f"{origin}: {trainer.format}'s default"
             inputs.given[knob] = (trainer.knobs[knob], where)
         if global_batch is None:
             inputs.global_batch = trainer.global_batch * gpus
-            inputs.global_batch_source = (f"--from {trainer.path.name}: batch {trainer.knobs['per_device_train_batch_size']}"
-                                          f" x accumulation {trainer.knobs['gradient_accumulation_steps']} x {gpus} GPU(s)")
+            batch, accumulation = (trainer.knobs["per_device_train_batch_size"],
+                                   trainer.knobs["gradient_accumulation_steps"])
+            inputs.global_batch_source = (f"--from {trainer.path.name}: batch {batch}"
+                                          f" x accumulation {accumulation} x {gpus} GPU(s)")
         inputs.notes += [f"{trainer.path.name}: {note}" for note in trainer.notes]
     if inputs.model is None:
         raise AutofitError("--model is required (or --from a trainer file that names one)")

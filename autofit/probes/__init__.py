@@ -5,7 +5,8 @@ from ._base import (EVALUATED, FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_
 from ._real import ChildProcessProbe, CpuProbe, CudaProbe, ScreenedProbe, default_timeout_s
 from ._trace import TraceProbe, trace_step
 
-__all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessProbe", "CpuProbe", "CudaProbe", "ScreenedProbe",
+__all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessProbe", "CpuProbe", "CudaProbe",
+           "ScreenedProbe",
            "default_timeout_s", "trace_step", "get_probe",
            "OK", "OOM", "INVALID", "FAILED", "TIMEOUT", "OOM_PREDICTED", "LOST", "INTERRUPTED", "EVALUATED",
            "PROBE_KINDS"]

@@ -185,7 +185,8 @@ class StepTracker(TorchDispatchMode):
         weakref.finalize(storage, self._free, key)
         if self.limit_bytes is not None and self.total > self.limit_bytes:
             raise torch.OutOfMemoryError(
-                f"out of memory: live tensor bytes {self.total / 2**30:.3f} GiB passed the budget {self.limit_bytes / 2**30:.3f} GiB")
+                f"out of memory: live tensor bytes {self.total / 2**30:.3f} GiB passed the budget "
+                f"{self.limit_bytes / 2**30:.3f} GiB")
 
     def _free(self, key: int) -> None:
         nbytes, category = self.live.pop(key, (0, "other"))

@@ -62,7 +62,8 @@ class ChildProcessProbe(Probe):
         timeout = self.timeout_s or default_timeout_s(model, self.device)
         sweep_stale_probe_dirs()  # folders left by a search that was killed with SIGKILL
         with tempfile.TemporaryDirectory(prefix=probe_dir_prefix()) as tmp:
-            request_path, result_path, stderr_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "stderr")
+            request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
+            stderr_path = Path(tmp, "stderr")
             request = {"model": {"name": model.name, "config": model.config}, "config": config.to_dict(),
                        "device": self.device, "budget_bytes": context.usable_budget_bytes, "gpus": context.gpus,
                        "warmup": self.warmup_steps, "steps": self.measured_steps,
