@@ -28,6 +28,10 @@ class KnobSpec:
     max: int | None = None
     kind: str = "neutral"  # requirement | neutral (data/knobs.yaml)
     moving_parts: dict | None = None  # value -> parts it adds to a run (neutral knobs)
+    short: str | None = None  # label in the CLI's tables
+    trace_invariant: bool = False  # the traced step does not depend on it: traced at trace_value
+    trace_value: Any = None
+    trace_max: int | None = None  # the trace runs min(value, trace_max)
 
     def parse(self, raw: Any) -> Any:
         """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
@@ -87,10 +91,21 @@ def knob_specs() -> dict[str, KnobSpec]:
         values = entry.get("values")
         specs[name] = KnobSpec(name=name, type=entry["type"], values=tuple(values) if values else None,
                                min=entry.get("min"), max=entry.get("max"), memory_order=entry.get("memory_order"),
-                               help=entry["help"], kind=entry["kind"], moving_parts=entry.get("moving_parts"))
+                               help=entry["help"], kind=entry["kind"], moving_parts=entry.get("moving_parts"),
+                               short=entry.get("short"), trace_invariant=bool(entry.get("trace_invariant", False)),
+                               trace_value=entry.get("trace_value"), trace_max=entry.get("trace_max"))
         if specs[name].kind not in ("requirement", "neutral"):
             raise RuntimeError(f"data/knobs.yaml: {name} has kind {entry['kind']!r}; expected requirement or neutral")
+        if not isinstance(entry.get("short", ""), str):  # e.g. an unquoted `off`, which YAML reads as false
+            raise RuntimeError(f"data/knobs.yaml: {name}'s short label must be a string")
+        if specs[name].trace_invariant:  # the value traced must be one the knob accepts
+            specs[name].parse(entry.get("trace_value"))
     return specs
+
+
+def short_labels() -> dict[str, str]:
+    """knob -> its short label for the CLI's tables (knobs.yaml `short:`; knobs without one keep their name)."""
+    return {name: spec.short for name, spec in knob_specs().items() if spec.short}
 
 
 def requirement_knobs() -> tuple[str, ...]:
@@ -154,6 +169,24 @@ class TrainingConfig:
     @property
     def is_lora(self) -> bool:
         return self.lora_rank > 0
+
+    @property
+    def lora_alpha(self) -> int:
+        """LoRA's scaling numerator: twice the rank (scale alpha / r = 2), as autofit's probes train and its
+        exports write. 0 for full fine-tuning."""
+        return 2 * self.lora_rank
+
+
+def traced_config(config: TrainingConfig) -> TrainingConfig:
+    """`config` as the trace runs it: knobs that leave the traced step unchanged at their trace_value, knobs with
+    a trace_max clamped to it (knobs.yaml). Configurations with the same traced_config share one trace."""
+    changes: dict[str, Any] = {}
+    for name, spec in knob_specs().items():
+        if spec.trace_invariant:
+            changes[name] = spec.trace_value
+        elif spec.trace_max is not None:
+            changes[name] = min(getattr(config, name), spec.trace_max)
+    return config.replace(**changes)
 
 
 KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingConfig))

@@ -24,7 +24,6 @@ class ModelSpec:
     name: str  # preset name or a short name derived from the path / hub id
     config: dict[str, Any] = field(hash=False, compare=False)
     hf_ref: str  # what trainers should load: a hub id or a local path
-    published_params: int | None = None  # the real model's parameter count, for presets
 
     @property
     def model_type(self) -> str:
@@ -108,8 +107,7 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> ModelSpec:
     data = json.loads(_PRESETS.joinpath(f"{name}.json").read_text())
-    return ModelSpec(name=data["name"], config=data["config"], hf_ref=data["hf_id"] or data["name"],
-                     published_params=data["params"])
+    return ModelSpec(name=data["name"], config=data["config"], hf_ref=data["hf_id"] or data["name"])
 
 
 def _from_config_file(path: Path, name: str, hf_ref: str) -> ModelSpec:

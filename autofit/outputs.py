@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tempfile
@@ -228,7 +227,3 @@ def load_study(out: Path, storage: str | None = None, study_name: str | None = N
             exc = exc.__cause__
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AutofitError(f"cannot open storage {masked}: {first}") from None
-
-
-def dumps_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"

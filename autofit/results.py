@@ -123,8 +123,3 @@ def recommend(study: optuna.Study) -> Recommendation | None:
                           estimated=bool(best.user_attrs.get("estimated")), probe=best.user_attrs.get("probe", ""),
                           reason=reason, fastest_trial=None if best.number == fastest.number else fastest.number,
                           tolerance=tolerance)
-
-
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    frame = trials_frame(study)
-    return {str(k): int(v) for k, v in frame["state"].value_counts().items()}

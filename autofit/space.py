@@ -94,11 +94,6 @@ class SearchSpace:
         return TrainingConfig.from_dict(self.defaults)
 
     @property
-    def searched_knobs(self) -> list[str]:
-        """Knobs with more than one value."""
-        return [name for name in KNOBS if len(self.values[name]) > 1]
-
-    @property
     def size(self) -> int:
         total = 1
         for name in KNOBS:

@@ -33,11 +33,6 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
-def gib(nbytes: float) -> float:
-    """Bytes as GiB."""
-    return nbytes / GIB
-
-
 def size_label(text: str) -> str:
     """A size as written for folder names: 24GB stays 24GB, 24576MB becomes 24GB, 1.5G becomes 1.5GB."""
     value = parse_size(text) / GIB

@@ -47,6 +47,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from autofit.knobs import traced_config
 from autofit.outputs import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,8 +149,7 @@ def _fingerprint(setting: Setting) -> str:
 
 def _trace_group(config) -> str:
     """Configurations that share one trace (trace_step's cache key drops these knobs): build them together."""
-    return config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2), zero_stage=0,
-                          offload="none").key()
+    return traced_config(config).key()
 
 
 def _build_part(args: tuple[str, list[str]]) -> dict[str, list]:

@@ -29,6 +29,7 @@ import optuna
 import pandas as pd
 
 from autofit.gpus import get_gpu
+from autofit.knobs import traced_config
 from autofit.models import resolve_model
 from autofit.probes._memtrack import PhaseRecord
 from autofit.probes._perf import OpKey
@@ -60,9 +61,7 @@ def _config(row, default):
 
 
 def _key(model, config) -> str:
-    traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2), zero_stage=0,
-                            offload="none")
-    blob = json.dumps([TRACE_FORMAT, model.config, traced.to_dict()], sort_keys=True)
+    blob = json.dumps([TRACE_FORMAT, model.config, traced_config(config).to_dict()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

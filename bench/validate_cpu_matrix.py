@@ -176,7 +176,7 @@ def _quantize_nf4(net) -> None:
     net.is_loaded_in_4bit, net.is_quantized, net.quantization_method = True, True, "bitsandbytes"
 
 
-def _real_model(config: dict, lora_rank: int, quantization: str, attn: str, checkpointing: bool):
+def _real_model(config: dict, lora_rank: int, lora_alpha: int, quantization: str, attn: str, checkpointing: bool):
     import peft
     import torch
     import transformers
@@ -186,7 +186,7 @@ def _real_model(config: dict, lora_rank: int, quantization: str, attn: str, chec
     if quantization == "nf4":
         _quantize_nf4(net)
     if lora_rank:
-        net = peft.get_peft_model(net, peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+        net = peft.get_peft_model(net, peft.LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
                                                        target_modules="all-linear", task_type="CAUSAL_LM"))
     if checkpointing:
         # preserve_rng_state off: the CPU RNG state each checkpointed layer saves (5,056 bytes) is host memory on
@@ -266,9 +266,13 @@ def measure_real_step(config: dict, knobs: dict, attn: str) -> Measured:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    from autofit.knobs import TrainingConfig
+
+    lora_alpha = TrainingConfig.from_dict(knobs).lora_alpha
     gc.collect()
     with _quiet(), _gpu_autocast_answer(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        net = _real_model(config, knobs["lora_rank"], knobs["quantization"], attn, knobs["gradient_checkpointing"])
+        net = _real_model(config, knobs["lora_rank"], lora_alpha, knobs["quantization"], attn,
+                          knobs["gradient_checkpointing"])
         gc.collect()  # loading leaves reference cycles holding tensors; a long training run collects them
         optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5, foreach=True)
         ids = torch.randint(0, config["vocab_size"], (knobs["per_device_train_batch_size"], knobs["seq_len"]))

@@ -220,7 +220,8 @@ def test_unwritable_out(tmp_path, cli):
             out = target / "out"
         else:
             out = locked / "out"
-        _bad(cli("search", *TINY_ARGS, "--out", out), "not writable" if out.parent.is_dir() else "not writable")
+        _bad(cli("search", *TINY_ARGS, "--out", out), f"--out {out} is not writable", out)
+        assert not any(locked.iterdir())  # refused before anything was created
     finally:
         locked.chmod(stat.S_IRWXU)
 

@@ -271,8 +271,15 @@ def test_unknown_format_names_valid_ones():
         assert fmt in str(err.value)
 
 
-def test_formats_constant():
-    assert FORMATS == ("llamafactory", "hf", "deepspeed", "axolotl")
+def test_cli_format_help_names_every_format():
+    """`autofit export --format`'s help lists exactly the formats render() accepts, in order."""
+    import typer.main
+
+    from autofit.cli import app
+
+    export = typer.main.get_command(app).commands["export"]
+    (option,) = [p for p in export.params if "--format" in p.opts]
+    assert option.help.split("|") == list(FORMATS)
 
 
 def test_unknown_extra_knobs_are_ignored():

@@ -168,3 +168,32 @@ def test_cuda_autocast_view_answers_for_the_cpu_autocast():
             assert torch.is_autocast_enabled("cuda") is False
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.is_autocast_enabled() is False  # restored: plain torch asks about CUDA
+
+
+def test_trace_cache_key_leaves_out_trace_invariant_knobs():
+    """Knobs knobs.yaml marks trace_invariant, and accumulation beyond its trace_max, share one cached trace;
+    a knob that changes the traced step does not."""
+    from autofit.knobs import knob_specs
+    from autofit.probes._trace import trace_step
+
+    assert {n for n, s in knob_specs().items() if s.trace_invariant} == {"zero_stage", "offload", "allocator"}
+    config = base(seq_len=256).replace(gradient_accumulation_steps=2)
+    first = trace_step(MODEL, config)
+    assert trace_step(MODEL, config.replace(zero_stage=3, offload="all", allocator="expandable")) is first
+    assert trace_step(MODEL, config.replace(gradient_accumulation_steps=8)) is first
+    assert trace_step(MODEL, config.replace(gradient_accumulation_steps=1)) is not first
+    assert trace_step(MODEL, config.replace(seq_len=512)) is not first
+
+
+def test_lora_alpha_is_one_fact_for_probes_and_exports():
+    import yaml
+
+    from autofit.exports import ExportContext, render_llamafactory
+    from autofit.probes._training import add_lora, meta_model
+
+    config = base(lora_rank=8, seq_len=256)
+    net = add_lora(meta_model(MODEL, config), config)
+    scales = {m.scaling["default"] for m in net.modules() if isinstance(getattr(m, "scaling", None), dict)}
+    assert scales == {config.lora_alpha / config.lora_rank} == {2.0}
+    ctx = ExportContext("m", "m", None, config, 1.0, 1.0, "trace", True, "24GB", 20.0)
+    assert yaml.safe_load(render_llamafactory(ctx))["lora_alpha"] == config.lora_alpha

@@ -35,6 +35,23 @@ def test_knob_names_are_defined_once():
                      "attn_implementation", "allocator")
 
 
+def test_knob_facts_come_from_knobs_yaml():
+    from autofit.commands._common import SHORT, fmt_config
+    from autofit.knobs import short_labels, traced_config
+
+    assert SHORT == short_labels() == {n: s.short for n, s in knob_specs().items() if s.short}
+    assert all(isinstance(label, str) for label in SHORT.values()) and len(set(SHORT.values())) == len(SHORT)
+    assert fmt_config({"offload": "all", "allocator": "expandable"}) == "off=all allocator=expandable"
+    config = SearchSpace.load().default_config().replace(gradient_accumulation_steps=16, zero_stage=3, offload="all",
+                                                         allocator="expandable", lora_rank=8)
+    traced = traced_config(config)
+    assert (traced.gradient_accumulation_steps, traced.zero_stage, traced.offload, traced.allocator) == \
+        (2, 0, "none", "default")
+    assert traced.replace(gradient_accumulation_steps=16, zero_stage=3, offload="all", allocator="expandable") == config
+    assert traced_config(config.replace(gradient_accumulation_steps=1)).gradient_accumulation_steps == 1
+    assert config.lora_alpha == 16 and config.replace(lora_rank=0).lora_alpha == 0
+
+
 @pytest.mark.parametrize("text,expected", [("seq_len=5789", ("seq_len", 5789)), ("quantization=nf4", ("quantization", "nf4")),
                                            ("gradient_checkpointing=false", ("gradient_checkpointing", False)),
                                            ("zero_stage=3", ("zero_stage", 3)), ("lora_rank=0", ("lora_rank", 0))])

@@ -8,7 +8,7 @@ import yaml
 
 from ..errors import AutofitError
 from ..gpus import GpuSpec, default_gpu_for_budget, detect_gpu, get_gpu
-from ..knobs import parse_assignment
+from ..knobs import parse_assignment, short_labels
 from ..space import SearchSpace
 from ..validation import check_storage_url, short, sqlite_url, study_names_in
 
@@ -36,9 +36,7 @@ def choose_gpu(name: str | None, gpu_mem_bytes: int) -> tuple[GpuSpec, str]:
 
 
 # short knob names for tables and progress lines
-SHORT = {"per_device_train_batch_size": "bs", "gradient_accumulation_steps": "ga", "seq_len": "seq",
-         "lora_rank": "r", "quantization": "q", "gradient_checkpointing": "ckpt", "zero_stage": "zero",
-         "offload": "off", "optimizer": "opt", "attn_implementation": "attn"}
+SHORT = short_labels()  # knobs.yaml `short:`
 
 
 def fmt_config(config: dict, keys: list[str] | None = None) -> str:

@@ -20,9 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
+from ..memory_categories import CATEGORIES
 from ._perf import OpKey
-
-CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "other")
 
 _aten = torch.ops.aten
 # Ops that allocate without touching memory, or only reinterpret it: no bytes moved, no kernel launched.

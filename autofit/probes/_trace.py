@@ -35,12 +35,13 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..gpus import GpuSpec
-from ..knobs import TrainingConfig
+from ..knobs import TrainingConfig, traced_config
+from ..memory_categories import CATEGORIES
 from ..models import ModelSpec
 from ..runtime import runtime_constants
 from ..units import GIB
 from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
-from ._memtrack import CATEGORIES, PhaseRecord, StepTracker
+from ._memtrack import PhaseRecord, StepTracker
 from ._perf import TIME_PARTS, PerfModel, add_parts
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
                         restore_parameter_sharing)
@@ -334,12 +335,11 @@ def _first_period_differs(model_json: str, name: str, attn_implementation: str, 
 
 
 def trace_step(model: ModelSpec, config: TrainingConfig, gpu: GpuSpec | None = None) -> StepTrace:
-    """The traced (extrapolated) training step of `config`. ZeRO, offload, the allocator setting, the number
-    of GPUs and the card (priced afterwards, by the performance model) do not change what is traced, and
-    gradient accumulation beyond two micro-steps only repeats them, so those are left out of the cache key."""
-    traced = config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
-                            zero_stage=0, offload="none", allocator="default")
-    return _traced(model, traced, int(runtime_constants()["allocator_round_bytes"]))
+    """The traced (extrapolated) training step of `config`. Knobs that do not change what is traced (ZeRO,
+    offload, the allocator: knobs.yaml trace_invariant) and gradient accumulation beyond two micro-steps (it only
+    repeats them: trace_max) are left out of the cache key, as are the number of GPUs and the card (priced
+    afterwards, by the performance model)."""
+    return _traced(model, traced_config(config), int(runtime_constants()["allocator_round_bytes"]))
 
 
 def _traced(model: ModelSpec, config: TrainingConfig, round_bytes: int) -> StepTrace:
@@ -363,8 +363,7 @@ def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int
     compares with a real CPU step; the probe itself rounds as the CUDA allocator does (runtime.yaml)."""
     if config.zero_stage:
         raise ValueError("traced_peak_bytes is for zero_stage 0")
-    trace = _traced(model, config.replace(gradient_accumulation_steps=min(config.gradient_accumulation_steps, 2),
-                                          allocator="default"), round_bytes)
+    trace = _traced(model, traced_config(config), round_bytes)
     return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 

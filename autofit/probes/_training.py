@@ -121,12 +121,12 @@ def cuda_autocast_view():
 
 
 def add_lora(net, config: TrainingConfig):
-    """peft LoRA on all linear layers at the configuration's rank (alpha 2 x rank, adapters in fp32)."""
+    """peft LoRA on all linear layers at the configuration's rank and lora_alpha, adapters in fp32."""
     if not config.is_lora:
         return net
     import peft
 
-    lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+    lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                            target_modules="all-linear", task_type="CAUSAL_LM")
     return peft.get_peft_model(net, lora)
 
@@ -200,7 +200,7 @@ def deepspeed_engine(net, config: TrainingConfig, gpus: int):
 
     from ..exports import ExportContext, deepspeed_config
 
-    ctx = ExportContext(model_ref="", model_name="", template=None, config=config.to_dict(), peak_memory_gib=0.0,
+    ctx = ExportContext(model_ref="", model_name="", template=None, config=config, peak_memory_gib=0.0,
                         tokens_per_s=0.0, probe="cuda", estimated=False, gpu_mem="", usable_budget_gib=0.0, gpus=gpus)
     ds = deepspeed_config(ctx)
     ds.update(train_micro_batch_size_per_gpu=config.per_device_train_batch_size,
