@@ -122,6 +122,35 @@ def test_crashing_child_is_recorded_failed(tmp_path):
     assert "NCCL error" in rows[0]["error"] and "exit status 134" in rows[0]["error"]
 
 
+def test_zero_probe_without_deepspeed_fails_with_how_to_install(monkeypatch):
+    """DeepSpeed is an extra: a ZeRO real probe without it is a failed trial saying how to install it (no child is
+    started), while a configuration without ZeRO does not need it."""
+    import importlib.util
+
+    from autofit.probes import FAILED
+    from autofit.probes._training import deepspeed_missing
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else find_spec(name, *a))
+    result = CudaProbe(timeout_s=1).run(MODEL, small(zero_stage=2), CTX)  # only the cuda probe runs ZeRO
+    assert result.state == FAILED and result.duration_s < 1
+    assert result.error == 'ZeRO stage 2 needs DeepSpeed, which is not installed: pip install "autofit[deepspeed]"'
+    assert deepspeed_missing(small(zero_stage=0)) is None
+
+
+def test_trace_lora_and_exports_need_no_deepspeed(monkeypatch):
+    """The trace probe (ZeRO included: it is modelled, not run), LoRA and the exports never import DeepSpeed."""
+    from autofit.exports import ExportContext, render
+
+    for name in [m for m in sys.modules if m == "deepspeed" or m.startswith("deepspeed.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # any `import deepspeed` now raises ImportError
+    for config in (small(), small(zero_stage=3, offload="all", lora_rank=0)):
+        assert TraceProbe().run(MODEL, config, CTX).state in ("ok", "oom")
+        ctx = ExportContext("m", "m", None, config, 1.0, 1.0, "trace", True, "1GB", 0.95)
+        assert render("hf", ctx)
+
+
 def test_validate_gpu_runs_with_the_cpu_probe(tmp_path):
     out = tmp_path / "cpu.md"
     proc = subprocess.run([sys.executable, "bench/validate_gpu.py", "--probe", "cpu", "--model", str(MODEL_DIR),

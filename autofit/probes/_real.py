@@ -28,6 +28,7 @@ from ..models import ModelSpec
 from ..units import GIB
 from ._base import FAILED, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe, ProbeContext, ProbeResult
 from ._trace import TraceProbe
+from ._training import deepspeed_missing
 
 STDERR_TAIL_LINES = 20
 PARENT_PID_ENV = "AUTOFIT_PROBE_PARENT_PID"
@@ -59,6 +60,10 @@ class ChildProcessProbe(Probe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         started = time.perf_counter()
+        missing = deepspeed_missing(config)
+        if missing:  # DeepSpeed is an extra: the trial fails with how to install it, no child started
+            return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+                               duration_s=time.perf_counter() - started, error=missing)
         timeout = self.timeout_s or default_timeout_s(model, self.device)
         sweep_stale_probe_dirs()  # folders left by a search that was killed with SIGKILL
         with tempfile.TemporaryDirectory(prefix=probe_dir_prefix()) as tmp:

@@ -185,12 +185,29 @@ def make_optimizer(name: str, params, device: str):
     return bnb.optim.AdamW8bit(params, lr=1e-5)
 
 
+DEEPSPEED_INSTALL = 'pip install "autofit[deepspeed]"'
+
+
+def deepspeed_missing(config: TrainingConfig) -> str | None:
+    """Why a real run of `config` cannot start here: ZeRO needs DeepSpeed, an optional dependency (the trace
+    probe models ZeRO without it). None when DeepSpeed is not needed or is installed."""
+    import importlib.util
+
+    if config.zero_stage == 0 or importlib.util.find_spec("deepspeed") is not None:
+        return None
+    return f"ZeRO stage {config.zero_stage} needs DeepSpeed, which is not installed: {DEEPSPEED_INSTALL}"
+
+
 def deepspeed_engine(net, config: TrainingConfig, gpus: int):
     """A real DeepSpeed engine with the config ds_config.json would hold (batch values filled in)."""
     import os
     import socket
 
-    import deepspeed
+    try:
+        import deepspeed
+    except ImportError as exc:  # installed but broken (or removed after the parent looked): one line, not a trace
+        raise ImportError(f"ZeRO stage {config.zero_stage} needs DeepSpeed, which cannot be imported ({exc}): "
+                          f"{DEEPSPEED_INSTALL}") from None
 
     if "RANK" not in os.environ:  # one process without a launcher: a world of one
         with socket.socket() as sock:
