@@ -112,7 +112,8 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
     front = pareto_frame(study)
     front = front.sort_values("tokens_per_s", ascending=False)
     # each front trial's configuration as stored (a frame column holding a missing value would turn ints to floats)
-    stored_configs = {t.number: t.user_attrs.get("config") for t in study.get_trials(deepcopy=False)}
+    stored_configs: dict[int, dict[str, Any]] = {t.number: t.user_attrs["config"]
+                                                 for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
     others = [(int(row["number"]), dict(stored_configs[int(row["number"])])) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
     if not plan.probe.estimated:  # a real probe (cpu/cuda): confirm the recommendation's boundary by measuring it
@@ -128,6 +129,8 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
         if violated_rule(config, plan.model.facts) is None:
             theirs = cache.run(config)
     if theirs is not None and theirs.peak_memory_gib is not None:
+        if theirs.tokens_per_s is None or own.tokens_per_s is None:  # the trace estimates tokens/s with the peak
+            raise ValueError("the trace probe left out tokens/s")
         study.set_user_attr(FROM_FILE_TRACE_ATTR, {
             "fits": theirs.state == "ok", "peak_memory_gib": round(theirs.peak_memory_gib, 3),
             "tokens_per_s": round(theirs.tokens_per_s, 1),

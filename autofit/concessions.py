@@ -91,13 +91,13 @@ def alternatives(knob: str, required: Any, space_values: Iterable[Any]) -> list[
         values = [required // 2, required // 4]
         return [v for v in values if v >= 128]
     below = [v for v in dict.fromkeys(space_values) if v != 0 or knob != "lora_rank"]
-    below = [v for v in below if spec.memory_rank(v) < spec.memory_rank(required)]
-    below.sort(key=lambda v: -spec.memory_rank(v))
+    below = [v for v in below if spec.ordered_rank(v) < spec.ordered_rank(required)]
+    below.sort(key=lambda v: -spec.ordered_rank(v))
     return below[:2]
 
 
 def find_concessions(cache: TraceCache, base: TrainingConfig, req: Requirements, space_values: dict[str, tuple],
-                     reference: tuple[float, float] | None) -> list[Concession]:
+                     reference: tuple[float | None, float | None] | None) -> list[Concession]:
     """Each requirement given up on its own, from `base` (the recommendation, its neutral knobs kept). The
     deltas are against `reference` (peak GiB, tokens/s): the recommendation's own trace, so that both sides of
     a delta are estimates of the same kind. Conceded defaults come first, marked applied."""
@@ -126,6 +126,8 @@ def find_concessions(cache: TraceCache, base: TrainingConfig, req: Requirements,
 
 
 def _make(knob, value, required, result: ProbeResult, reference, applied=False) -> Concession:
+    if result.peak_memory_gib is None:
+        raise ValueError(f"no peak for {knob}={value}: a concession needs the trace's estimate")
     peak_delta = tokens_pct = None
     if reference is not None and reference[0] is not None:
         peak_delta = result.peak_memory_gib - reference[0]

@@ -47,7 +47,7 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         neutral["attn_implementation"] = [{"attn_implementation": "sdpa"}]
     zero_levels = [{"zero_stage": 2, "offload": "optimizer", "optimizer": "adamw_torch"},
                    {"zero_stage": 3, "offload": "all", "optimizer": "adamw_torch"}]
-    offload_rank = knob_specs()["offload"].memory_rank
+    offload_rank = knob_specs()["offload"].ordered_rank
     zero_levels = [z for z in zero_levels if offload_rank(z["offload"]) < offload_rank(config.offload)]
     if zero_levels:
         neutral["zero"] = zero_levels
@@ -56,8 +56,8 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         required["lora_rank"] = [{"lora_rank": LORA_RANK_FOR_FULL}]
     else:
         quant = [{"quantization": q} for q in ("int8", "nf4")
-                 if knob_specs()["quantization"].memory_rank(q)
-                 < knob_specs()["quantization"].memory_rank(config.quantization)]
+                 if knob_specs()["quantization"].ordered_rank(q)
+                 < knob_specs()["quantization"].ordered_rank(config.quantization)]
         if quant:
             required["quantization"] = quant
         if config.lora_rank > 8:

@@ -36,6 +36,7 @@ class KnobSpec:
     def parse(self, raw: Any) -> Any:
         """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
         value = raw
+        choices = self.values or ()  # knob_specs() makes sure a choice knob lists its values
         if isinstance(raw, str):
             text = raw.strip()
             if self.type == "int":
@@ -49,7 +50,7 @@ class KnobSpec:
                     raise AutofitError(f"{self.name}={raw!r}: expected true or false")
                 value = lowered in ("true", "1", "yes", "on")
             else:
-                value = int(text) if text.isdigit() and all(isinstance(v, int) for v in self.values) else text
+                value = int(text) if text.isdigit() and all(isinstance(v, int) for v in choices) else text
         if self.type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise AutofitError(f"{self.name}={raw!r}: expected an integer")
@@ -60,8 +61,8 @@ class KnobSpec:
         elif self.type == "bool":
             if not isinstance(value, bool):
                 raise AutofitError(f"{self.name}={raw!r}: expected true or false")
-        elif value not in self.values:
-            allowed = "|".join(str(v) for v in self.values)
+        elif value not in choices:
+            allowed = "|".join(str(v) for v in choices)
             raise AutofitError(f"{self.name}={raw!r}: not one of {allowed}")
         return value
 
@@ -81,6 +82,13 @@ class KnobSpec:
             return float(min(value, rule["clamp_max"]))
         return float(value)
 
+    def ordered_rank(self, value: Any) -> float:
+        """memory_rank for a knob that has a memory order; ValueError for one that has none."""
+        rank = self.memory_rank(value)
+        if rank is None:
+            raise ValueError(f"knob {self.name} has no memory order")
+        return rank
+
 
 @cache
 def knob_specs() -> dict[str, KnobSpec]:
@@ -96,6 +104,8 @@ def knob_specs() -> dict[str, KnobSpec]:
                                trace_value=entry.get("trace_value"), trace_max=entry.get("trace_max"))
         if specs[name].kind not in ("requirement", "neutral"):
             raise RuntimeError(f"data/knobs.yaml: {name} has kind {entry['kind']!r}; expected requirement or neutral")
+        if specs[name].type == "choice" and not specs[name].values:
+            raise RuntimeError(f"data/knobs.yaml: choice knob {name} lists no values")
         if not isinstance(entry.get("short", ""), str):  # e.g. an unquoted `off`, which YAML reads as false
             raise RuntimeError(f"data/knobs.yaml: {name}'s short label must be a string")
         if specs[name].trace_invariant:  # the value traced must be one the knob accepts

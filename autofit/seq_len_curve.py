@@ -70,6 +70,10 @@ class SeqLenCurve:
                                              for n, peak, state in self.measured)}
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> tuple[int | None, list]:
     """The longest multiple of GRANULARITY up to `max_len` at which `config` fits: double from its own seq_len
     until it does not fit, then bisect to a step of max(GRANULARITY, 1/16 of the fitting length)."""
@@ -82,8 +86,11 @@ def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> 
 
     top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
     start = min(top, max(GRANULARITY, config.seq_len // GRANULARITY * GRANULARITY))
+    low: int | None
+    high: int | None
     low, high = (start, None) if fits(start) else (None, start)
     while low is None:  # shrink until something fits
+        assert high is not None  # one bound is always known
         if high <= GRANULARITY:
             return None, points
         candidate = max(GRANULARITY, high // 2 // GRANULARITY * GRANULARITY)
@@ -123,8 +130,8 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
         label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
         curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
                                   longest_seq_len=longest,
-                                  peak_memory_gib=round(at.peak_memory_gib, 3) if at else None,
-                                  tokens_per_s=round(at.tokens_per_s, 1) if at else None,
+                                  peak_memory_gib=_rounded(at.peak_memory_gib, 3) if at else None,
+                                  tokens_per_s=_rounded(at.tokens_per_s, 1) if at else None,
                                   capped_at=max_len if longest and longest >= max_len // GRANULARITY * GRANULARITY
                                   else None,
                                   points=sorted(points)))
@@ -151,7 +158,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
         return result.state == OK
 
     traced = curve.longest_seq_len
-    longest = traced
+    longest: int | None = traced
     if measure(traced):
         if traced + GRANULARITY <= top and measure(traced + GRANULARITY):
             longest = traced + GRANULARITY  # fits beyond the estimate: at least this long (not searched further)
@@ -168,14 +175,14 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     curve.trace_longest_seq_len = traced
     curve.longest_seq_len = longest
     curve.confirmed = "measured" if longest == traced else "moved"
-    at = results.get(longest)
+    at = None if longest is None else results.get(longest)
     if at is not None and at.state == OK:
-        curve.peak_memory_gib = round(at.peak_memory_gib, 3)
+        curve.peak_memory_gib = _rounded(at.peak_memory_gib, 3)
         curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
     elif longest is not None:  # not measured there: the trace's figures
         traced_at = cache.run(config.replace(seq_len=longest))
-        curve.peak_memory_gib = round(traced_at.peak_memory_gib, 3)
-        curve.tokens_per_s = round(traced_at.tokens_per_s, 1)
+        curve.peak_memory_gib = _rounded(traced_at.peak_memory_gib, 3)
+        curve.tokens_per_s = _rounded(traced_at.tokens_per_s, 1)
     else:
         curve.peak_memory_gib = curve.tokens_per_s = None
     curve.capped_at = max_len if longest and longest >= top else None

@@ -29,6 +29,8 @@ def check(file: str, gpu_mem: str, model: str | None, gpu: str | None, gpus: int
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     cache = TraceCache(spec, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
     result = cache.run(config)
+    if result.peak_memory_gib is None:  # the trace probe always estimates the peak
+        raise ValueError(f"the trace probe left out the peak: {result}")
     fits = result.state == OK
     fixes = [] if fits else fewest_changes(cache, config)
     answer = {"fits": fits, "peak_memory_gib": round(result.peak_memory_gib, 3),

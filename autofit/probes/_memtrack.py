@@ -31,8 +31,8 @@ _FREE_OPS = {_aten.empty.memory_format, _aten.empty_strided.default, _aten.empty
 
 @dataclass
 class PhaseRecord:
-    peak_bytes: int = 0
-    breakdown: dict[str, int] = field(default_factory=dict)
+    peak_bytes: float = 0  # whole bytes when tracked; extrapolated records (_trace._extrapolate) may be fractional
+    breakdown: dict[str, float] = field(default_factory=dict)
     flops: float = 0.0
     bytes_moved: float = 0.0
     ops: dict[OpKey, float] = field(default_factory=dict)  # op -> how many times it ran in the phase

@@ -168,8 +168,10 @@ class ScreenedProbe(Probe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         predicted = self.tracer.run(model, config, context)
+        if predicted.peak_memory_gib is None:
+            raise ValueError("the trace probe reported no peak")
         limit = float("inf") if self.margin is None else context.usable_budget_bytes * (1 + self.margin) / GIB
-        if predicted.peak_memory_gib > limit:
+        if self.margin is not None and predicted.peak_memory_gib > limit:
             return ProbeResult(
                 state=OOM_PREDICTED, probe=self.name, estimated=True, peak_memory_gib=predicted.peak_memory_gib,
                 tokens_per_s=predicted.tokens_per_s, breakdown_gib=predicted.breakdown_gib,

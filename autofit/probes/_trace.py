@@ -33,6 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 from ..gpus import GpuSpec
 from ..knobs import TrainingConfig, traced_config
@@ -87,7 +88,7 @@ def _quiet():
 
 def _build_model(model: ModelSpec, config: TrainingConfig, depth: int):
     """The model at `depth` layers on the meta device, quantized and LoRA-wrapped as `config` says."""
-    overrides = {"num_hidden_layers": depth}
+    overrides: dict[str, Any] = {"num_hidden_layers": depth}
     if model.config.get("layer_types"):
         overrides["layer_types"] = list(model.config["layer_types"])[:depth]
     return add_lora(meta_model(model, config, **overrides), config)
@@ -179,14 +180,16 @@ def _materialize_quantized(net) -> None:
             packed, state = bnb.functional.quantize_4bit(weight, blocksize=64, compress_statistics=True,
                                                          quant_type="nf4", quant_storage=torch.uint8)
             # a plain Parameter: Params4bit cannot wrap a FakeTensor; forward only needs .quant_state
-            module.weight = torch.nn.Parameter(packed, requires_grad=False)
-            module.weight.quant_state = state
+            param: Any = torch.nn.Parameter(packed, requires_grad=False)  # Any: bitsandbytes' attributes added
+            param.quant_state = state
+            module.weight = param
             module.quant_state = state
         elif isinstance(module, bnb.nn.Linear8bitLt):
             weight = torch.empty(module.out_features, module.in_features, dtype=torch.float16)
             cb, scb, _ = bnb.functional.int8_vectorwise_quant(weight)
-            module.weight = torch.nn.Parameter(cb, requires_grad=False)
-            module.weight.CB, module.weight.SCB = cb, scb
+            param = torch.nn.Parameter(cb, requires_grad=False)
+            param.CB, param.SCB = cb, scb
+            module.weight = param
 
 
 def _make_optimizer(name: str, params):
@@ -319,7 +322,7 @@ def _first_period_differs(model_json: str, name: str, attn_implementation: str, 
     model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
     config = SearchSpace.load().default_config().replace(quantization="none", lora_rank=0,
                                                          attn_implementation=attn_implementation)
-    overrides = {"num_hidden_layers": 2 * period}
+    overrides: dict[str, Any] = {"num_hidden_layers": 2 * period}
     if model.config.get("layer_types"):
         overrides["layer_types"] = list(model.config["layer_types"])[:2 * period]
     with _quiet():
@@ -429,6 +432,8 @@ class TraceProbe(Probe):
             adjusted = apply_zero(record.breakdown, name, config, sizes, context.gpus)
             if best is None or sum(adjusted.values()) >= sum(best.values()):  # ties: the later phase
                 best_phase, best = name, adjusted
+        if best is None:
+            raise ValueError(f"trace of {model.name} recorded no phase after init")
         peak = sum(best.values())
         parts = estimate_step_time(trace, model, config, context.gpu, context.gpus, runtime_constants())
         step_s = sum(parts.values())

@@ -145,6 +145,7 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
     with torch.no_grad():
         for module in quantized:  # random bf16 weight, quantized before the next layer is made
             weight = torch.empty(module.weight.shape, dtype=torch.bfloat16, device=device).normal_(0.0, std)
+            params: bnb.nn.Params4bit | bnb.nn.Int8Params
             if isinstance(module, bnb.nn.Linear4bit):
                 params = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True,
                                            quant_storage=torch.uint8, module=module)
@@ -155,7 +156,8 @@ def build_model(model: ModelSpec, config: TrainingConfig, device: str):
             if module.bias is not None:
                 module.bias = torch.nn.Parameter(torch.zeros(module.bias.shape, dtype=torch.bfloat16, device=device),
                                                  requires_grad=False)
-            module._is_hf_initialized = True  # init_weights below leaves it alone
+            # init_weights below leaves it alone (a plain flag; torch types Module attributes as Tensor | Module)
+            module._is_hf_initialized = True  # type: ignore[assignment]
         done = set(map(id, quantized))
         for module in net.modules():
             if id(module) not in done:
@@ -220,6 +222,8 @@ def deepspeed_engine(net, config: TrainingConfig, gpus: int):
     ctx = ExportContext(model_ref="", model_name="", template=None, config=config, peak_memory_gib=0.0,
                         tokens_per_s=0.0, probe="cuda", estimated=False, gpu_mem="", usable_budget_gib=0.0, gpus=gpus)
     ds = deepspeed_config(ctx)
+    if ds is None:
+        raise ValueError("deepspeed_engine needs zero_stage > 0")
     ds.update(train_micro_batch_size_per_gpu=config.per_device_train_batch_size,
               gradient_accumulation_steps=config.gradient_accumulation_steps,
               train_batch_size=config.per_device_train_batch_size * config.gradient_accumulation_steps * gpus,
