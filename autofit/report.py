@@ -33,6 +33,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import exports
+from .documents import export_context, library_versions, render_best_config
 from .knobs import KNOBS
 from .report_advice import requirements_section, seq_len_section
 from .results import Recommendation, pareto_frame, recommend, trials_frame
@@ -456,8 +457,6 @@ def _versions(attrs: dict[str, Any]) -> tuple[dict[str, str], str]:
     stored = attrs.get("versions")
     if isinstance(stored, dict) and stored:
         return {str(k): str(v) for k, v in stored.items()}, "recorded by the search"
-    from .outputs import library_versions
-
     return library_versions(), "installed where this report was built"
 
 
@@ -528,8 +527,6 @@ def _header(data: _Data) -> str:
 def _trainer_files(data: _Data) -> list[tuple[str, str, str]]:
     """(label, filename, text) for the recommendation: autofit, LLaMA-Factory, HF Trainer, and DeepSpeed when
     the recommendation uses ZeRO."""
-    from .outputs import export_context, render_best_config
-
     files = [("autofit", "best-config.yaml", render_best_config(data.study, data.rec))]
     context = export_context(data.study, data.rec)
     deepspeed = None
