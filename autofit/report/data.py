@@ -16,7 +16,6 @@ from ..documents import library_versions
 from ..knobs import KNOBS
 from ..results import Recommendation, pareto_frame, recommend, trials_frame
 
-
 SHORT = {"per_device_train_batch_size": "batch", "gradient_accumulation_steps": "accum", "seq_len": "seq_len",
          "lora_rank": "lora_rank", "quantization": "quant", "gradient_checkpointing": "ckpt",
          "zero_stage": "zero", "offload": "offload", "optimizer": "optimizer", "attn_implementation": "attn",

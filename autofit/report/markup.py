@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
-from .style import STATE_COLORS
+from markupsafe import Markup
+
+from .render import ENV, fragment
+
+_MACROS = ENV.get_template("macros.html.j2").module  # one definition of each fragment, for templates and Python
 
 
-EST_TITLE = ("from the trace probe: the real model's training step on fake tensors, with a performance model of "
-             "the card for tokens/s. Not a measurement")
+def _macro(name: str) -> Callable[..., Markup]:
+    return getattr(_MACROS, name)
 
 
 def esc(value: Any) -> str:
@@ -17,19 +22,21 @@ def esc(value: Any) -> str:
 
 
 def badge(estimated: bool) -> str:
-    if estimated:
-        return f'<span class="badge est" title="{esc(EST_TITLE)}">estimated</span>'
-    return '<span class="badge meas" title="measured by a real training run">measured</span>'
+    return str(_macro("badge")(estimated))
 
 
 def state_chip(state: str) -> str:
-    color = STATE_COLORS.get(state, "#666")
-    text_color = "#333" if state in ("oom-predicted", "oom-inferred", "lost") else "#fff"
-    return f'<span class="badge state" style="background:{color};color:{text_color}">{esc(state)}</span>'
+    return str(_macro("state_chip")(state))
 
 
 def note(text: str, error: bool = False) -> str:
-    return f'<div class="note{" error" if error else ""}">{text}</div>'
+    """A grey (or, with error, red) note; `text` is HTML."""
+    return str(_macro("note")(fragment(text), error))
+
+
+def note_text(text: str, error: bool = False) -> str:
+    """A note whose `text` is plain text (escaped)."""
+    return str(_macro("note")(text, error))
 
 
 def fmt_count(n: float | None) -> str:

@@ -1,4 +1,5 @@
-"""The whole page: the sections in order, the navigation, the style and scripts, plotly inlined."""
+"""The whole page: the sections in order, the navigation, the style and scripts, plotly inlined
+(templates/page.html.j2)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from plotly.offline import get_plotlyjs
 
 from .data import load_data
 from .figures.collector import Figures
-from .markup import badge, esc, note
+from .render import fragment, render
 from .sections.breakdown import breakdown_section, time_section
 from .sections.header import header_section
 from .sections.history import history_section
@@ -25,11 +26,10 @@ def render_report(study: optuna.Study) -> str:
     """The whole page, as one self-contained HTML string."""
     data = load_data(study)
     figures = Figures()
-    a = data.attrs
+    requirements = requirements_section(data)  # empty for studies searched without requirements
     sections = [
-        header_section(data),
         recommendation_section(data),
-        requirements_section(data),
+        requirements,
         seq_len_section(data, figures),
         pareto_section(data, figures),
         breakdown_section(data, figures),
@@ -39,26 +39,8 @@ def render_report(study: optuna.Study) -> str:
         trials_section(data),
         validation_section(data, figures),
     ]
-    advice_nav = ("<a href='#requirements'>Requirements</a><a href='#seq-len'>Sequence length</a>"
-                  if sections[2] else "")  # studies searched with requirements (sections/requirements.py)
-    nav = ("<nav><a href='#recommended'>Recommended</a>" + advice_nav + "<a href='#pareto'>Pareto front</a>"
-           "<a href='#breakdown'>Memory breakdown</a><a href='#time'>Time breakdown</a>"
-           "<a href='#knobs'>Knob effects</a><a href='#history'>History</a>"
-           "<a href='#trials-section'>Every trial</a><a href='#validation'>Predicted vs measured</a></nav>")
-    estimated_banner = ""
-    if data.all_estimated:
-        estimated_banner = note(f"{badge(True)} Every memory and throughput figure in this report comes from the "
-                                 "<b>trace probe</b>: the real model's training step on fake tensors, with a "
-                                 "performance model of the card for tokens/s. They are estimates, not measurements.")
-    title = f"autofit: {a.get('model', '?')} on {a.get('gpu_mem', '?')}"
-    return "".join([
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>{esc(title)}</title><style>{CSS}</style>",
-        "</head><body><main>",
-        sections[0], estimated_banner, nav, *sections[1:],
-        f"<footer>autofit report, built from study {esc(study.study_name)}: {len(data.frame)} trials, "
-        f"{figures.count} figures. Plotly is inlined: this page needs no network.</footer>",
-        f"</main><script>{JS}</script><script type='text/javascript'>{get_plotlyjs()}</script>",
-        f"<script>{DRAW_JS}</script></body></html>",
-    ])
+    return render("page.html.j2", model=data.attrs.get("model", "?"), gpu_mem=data.attrs.get("gpu_mem", "?"),
+                  css=fragment(CSS), header=fragment(header_section(data)), all_estimated=data.all_estimated,
+                  with_requirements=bool(requirements), sections=[fragment(s) for s in sections],
+                  study_name=study.study_name, trials=len(data.frame), figure_count=figures.count,
+                  js=fragment(JS), plotly_js=fragment(get_plotlyjs()), draw_js=fragment(DRAW_JS))

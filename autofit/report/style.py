@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 
-
 CATEGORY_COLORS = {"weights": "#4c78a8", "gradients": "#f58518", "optimizer": "#54a24b", "activations": "#e45756",
                    "logits": "#b279a2", "other": "#9d9da0"}
 STATE_COLORS = {"ok": "#2f7ed8", "oom": "#8c8c8c", "oom-predicted": "#b5b5b5", "oom-inferred": "#d0d0d0",

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import plotly.graph_objects as go
 
-from ..markup import esc, note
+from ..markup import note_text
+from ..render import fragment, render
 from ..style import FONT
 
 
@@ -23,17 +24,15 @@ class Figures:
                 warnings.simplefilter("ignore")
                 fig = build()
         except Exception as exc:  # a report must never take the search's outputs down with it
-            return note(f"The {esc(name)} figure could not be drawn: {esc(type(exc).__name__)}: {esc(exc)}",
-                         error=True)
+            return note_text(f"The {name} figure could not be drawn: {type(exc).__name__}: {exc}", error=True)
         if isinstance(fig, str):  # a note explaining why this study has no such figure
             return fig
         self.count += 1
         fig.update_layout(template="plotly_white", font={"family": FONT, "size": 12},
                           margin={"l": 60, "r": 30, "t": 60, "b": 55}, hoverlabel={"align": "left"})
         # The figure's JSON waits in the page and is drawn once plotly has loaded at the end of the page, so the
-        # header and the recommendation show before plotly's start-up. "</" is escaped to keep the script closed.
+        # header and the recommendation show before plotly's start-up. "</" is escaped to keep the script closed
+        # (the spec goes into the template as markup: JSON, not text to escape).
         ident = f"fig-{self.count}-{name.replace(' ', '-')}"
         spec = fig.to_json(validate=False).replace("</", "<\\/")
-        height = int(fig.layout.height or 450)
-        return (f'<div class="figure"><div id="{ident}" class="plot" style="height:{height}px"></div>'
-                f'<script type="application/json" class="figure-spec" data-for="{ident}">{spec}</script></div>')
+        return render("figure.html.j2", ident=ident, height=int(fig.layout.height or 450), spec=fragment(spec))

@@ -8,7 +8,6 @@ import plotly.graph_objects as go
 from ..data import SHORT, ReportData, complete_trials, num, searched_params
 from ..markup import note, si
 
-
 PARALLEL_MAX_LINES = 200
 
 

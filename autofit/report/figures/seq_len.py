@@ -5,11 +5,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from ...advice import stored_curves
+from ..data import ReportData
 from ..markup import note
 from .common import budget_line
 
 
-def seq_len_figure(data) -> go.Figure | str:
+def seq_len_figure(data: ReportData) -> go.Figure | str:
     curves = stored_curves(data.study)
     if not curves:
         return note("No sequence-length curve: no configuration fits the budget.")

@@ -7,12 +7,12 @@ from ..figures.collector import Figures
 from ..figures.history import history_figure
 from ..figures.hypervolume import hypervolume_figure
 from ..figures.timeline import timeline_figure
+from ..render import fragment, render
 
 
 def history_section(data: ReportData, figures: Figures) -> str:
-    return ("<section id='history'><h2>History</h2><p class='muted'>How the search got there: the area the front "
-            "dominates (0 tokens/s to the usable budget) and the best throughput over trials, then when each probe "
-            "ran and how it ended.</p>"
-            f"<div class='grid2'>{figures.html(lambda: hypervolume_figure(data), 'hypervolume')}"
-            f"{figures.html(lambda: history_figure(data), 'history')}</div>"
-            f"{figures.html(lambda: timeline_figure(data), 'timeline')}</section>")
+    hypervolume = figures.html(lambda: hypervolume_figure(data), "hypervolume")
+    history = figures.html(lambda: history_figure(data), "history")
+    timeline = figures.html(lambda: timeline_figure(data), "timeline")
+    return render("history.html.j2", hypervolume=fragment(hypervolume), history=fragment(history),
+                  timeline=fragment(timeline))

@@ -8,27 +8,18 @@ from ..data import ReportData, validation_rows
 from ..figures.collector import Figures
 from ..figures.prediction_error import prediction_error_figure
 from ..figures.validation import validation_figure
-from ..markup import note
+from ..render import fragment, render
 
 
 def validation_section(data: ReportData, figures: Figures) -> str:
     rows = validation_rows(data)
     if rows.empty:
-        if data.all_estimated:
-            return ("<section id='validation'><h2>Predicted against measured</h2>" + note(
-                "No real probe ran in this search: every number above is an estimate of the trace probe. Run with "
-                "<code>--probe cuda</code> (or <code>cpu</code>) to measure, with the trace's prediction kept "
-                "beside each measurement.") + "</section>")
-        return ("<section id='validation'><h2>Predicted against measured</h2>"
-                + note("The real probes recorded no trace prediction to compare with.") + "</section>")
+        return render("validation.html.j2", measured=0, all_estimated=data.all_estimated)
     errors = rows["prediction_error_pct"].dropna().astype(float) if "prediction_error_pct" in rows else \
         pd.Series([], dtype=float)
-    summary = ""
-    if len(errors):
-        summary = (f"<p>{len(rows)} measured trials; prediction error median {errors.median():+.1f}%, "
-                   f"worst {errors.abs().max():.1f}% (negative: the trace predicted less than the run used).</p>")
-    return ("<section id='validation'><h2>Predicted against measured</h2><p class='muted'>Each real probe kept the "
-            "trace probe's prediction for its configuration: how far the estimate was from "
-            "torch.cuda.max_memory_allocated.</p>" + summary
-            + f"<div class='grid2'>{figures.html(lambda: validation_figure(data), 'validation')}"
-            f"{figures.html(lambda: prediction_error_figure(data), 'prediction error')}</div></section>")
+    validation = figures.html(lambda: validation_figure(data), "validation")
+    prediction_error = figures.html(lambda: prediction_error_figure(data), "prediction error")
+    return render("validation.html.j2", measured=len(rows), all_estimated=data.all_estimated,
+                  median_error=errors.median() if len(errors) else None,
+                  worst_error=errors.abs().max() if len(errors) else None,
+                  validation=fragment(validation), prediction_error=fragment(prediction_error))
