@@ -1,32 +1,18 @@
-"""Small HTML fragments shared by the sections: escaping, badges, state chips, notes, number formats."""
+"""Small HTML fragments for Python callers (figures' notes), from templates/macros.html.j2, and number formats."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
-from typing import Any
 
 from markupsafe import Markup
 
 from .render import ENV, fragment
 
-_MACROS = ENV.get_template("macros.html.j2").module  # one definition of each fragment, for templates and Python
+_MACROS = ENV.get_template("macros.html.j2").module  # the templates' own note, for figures built in Python
 
 
 def _macro(name: str) -> Callable[..., Markup]:
     return getattr(_MACROS, name)
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def badge(estimated: bool) -> str:
-    return str(_macro("badge")(estimated))
-
-
-def state_chip(state: str) -> str:
-    return str(_macro("state_chip")(state))
 
 
 def note(text: str, error: bool = False) -> str:
