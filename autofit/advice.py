@@ -107,7 +107,9 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
         return
     base = TrainingConfig.from_dict(rec.config)
     own = cache.run(base)  # the recommendation's own trace: deltas compare estimate with estimate
-    found = find_concessions(cache, base, req, space_values, (own.peak_memory_gib, own.tokens_per_s))
+    reference = None if own.peak_memory_gib is None or own.tokens_per_s is None else \
+        (own.peak_memory_gib, own.tokens_per_s)
+    found = find_concessions(cache, base, req, space_values, reference)
     study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
     front = pareto_frame(study)
     front = front.sort_values("tokens_per_s", ascending=False)
@@ -133,8 +135,12 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
             raise ValueError("the trace probe left out tokens/s")
         study.set_user_attr(FROM_FILE_TRACE_ATTR, {
             "fits": theirs.state == "ok", "peak_memory_gib": round(theirs.peak_memory_gib, 3),
-            "tokens_per_s": round(theirs.tokens_per_s, 1),
-            "recommended_tokens_per_s": round(own.tokens_per_s, 1)})
+            "tokens_per_s": _round1(theirs.tokens_per_s),
+            "recommended_tokens_per_s": _round1(own.tokens_per_s)})
+
+
+def _round1(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def stored_requirements(study: optuna.Study) -> Requirements | None:
@@ -228,28 +234,3 @@ def _confirmation(curve: dict[str, Any]) -> str:
         return f" (confirmed by a real probe: {measured}; runs: {curve.get('measured_probes')})"
     return (f" (moved from the trace's {curve.get('trace_longest_seq_len')} by a real probe: {measured}; "
             f"runs: {curve.get('measured_probes')})")
-
-
-def write_back_outputs(study: optuna.Study, out) -> dict[str, str]:
-    """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
-    of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
-    from pathlib import Path
-
-    from . import exports
-    from .outputs import export_context
-    from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
-
-    stored = study.user_attrs.get(FROM_FILE_ATTR)
-    rec = recommend(study)
-    if not stored or rec is None:
-        return {}
-    trainer = from_attrs(stored)
-    files: dict[str, str] = {}
-    ds_path = None
-    if rec.config["zero_stage"]:
-        files.update(exports.render("deepspeed", export_context(study, rec)))
-        ds_path = str((Path(out) / exports.DS_FILENAME).resolve())
-    keys = changed_keys(trainer, rec.config, ds_path)
-    why = f"autofit {'estimate' if rec.estimated else 'measurement'} for {study.user_attrs['gpu_mem']}"
-    files[output_name(trainer)] = apply_changes(trainer, keys, why)
-    return files

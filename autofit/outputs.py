@@ -5,33 +5,20 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import yaml
 
 from . import exports
+from .advice import seq_len_csv
+from .documents import export_context, render_best_config, write_back_outputs
 from .errors import AutofitError
-from .results import Recommendation, pareto_frame, recommend, trials_frame
+from .results import pareto_frame, recommend, trials_frame
 from .validation import check_storage_url, mask_url, sqlite_url
 
 if TYPE_CHECKING:
     import pandas as pd
-
-VERSIONED = ("autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna")
-
-
-def library_versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
 
 def _process_umask() -> int:
     mask = os.umask(0o022)
@@ -122,51 +109,10 @@ def ensure_writable_dir(out: Path) -> bool:
     return existed
 
 
-def export_context(study: optuna.Study, rec: Recommendation) -> exports.ExportContext:
-    attrs = study.user_attrs
-    return exports.ExportContext(
-        model_ref=attrs["model_ref"], model_name=attrs["model"], template=attrs.get("template"),
-        config=rec.config, peak_memory_gib=rec.peak_memory_gib, tokens_per_s=rec.tokens_per_s, probe=rec.probe,
-        estimated=rec.estimated, gpu_mem=attrs["gpu_mem"], usable_budget_gib=attrs["usable_budget_gib"],
-        gpus=attrs.get("gpus", 1), model_config=attrs.get("model_config"))
-
-
-def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
-    from .advice import advice_document
-
-    attrs = study.user_attrs
-    return {
-        "model": attrs["model"],
-        "model_ref": attrs["model_ref"],
-        "gpu_mem": attrs["gpu_mem"],
-        "usable_budget_gib": round(attrs["usable_budget_gib"], 3),
-        "probe": rec.probe,
-        "estimated": rec.estimated,
-        "gpu": attrs["gpu"],
-        "gpus": attrs.get("gpus", 1),
-        "trial": rec.trial.number,
-        "config": rec.config,
-        "metrics": {"peak_memory_gib": round(rec.peak_memory_gib, 3), "tokens_per_s": round(rec.tokens_per_s, 1)},
-        "breakdown_gib": {k: round(v, 3) for k, v in rec.breakdown_gib.items()},
-        **advice_document(study, rec),  # requirements, why, concessions, longest seq_len (autofit/advice.py)
-        "versions": library_versions(),
-    }
-
-
-def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
-    label = "estimated by the trace probe (fake tensors, performance-model throughput)" if rec.estimated else "measured"
-    what = ("the simplest of the fastest configurations that meet the requirements and fit"
-            if "requirements" in study.user_attrs else "the fastest configuration that fits")
-    header = (f"# autofit recommendation: {what} {study.user_attrs['gpu_mem']}\n"
-              f"# peak memory and tokens/s are {label}\n")
-    return header + yaml.safe_dump(best_config_document(study, rec), sort_keys=False)
-
-
 def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     """trials.csv, pareto.csv, report.html and, when a configuration fits, best-config.yaml and the
     trainer files (llamafactory.yaml, ds_config.json when ZeRO is used). Returns the paths written."""
-    from .advice import seq_len_csv, write_back_outputs
-    from .report import render_report
+    from .report import render_report  # plotly and the report's templates: loaded only when writing
 
     files = {"trials.csv": spreadsheet_safe(trials_frame(study)).to_csv(index=False),
              "pareto.csv": spreadsheet_safe(pareto_frame(study)).to_csv(index=False)}
@@ -205,6 +151,7 @@ def load_study(out: Path, storage: str | None = None, study_name: str | None = N
         storage = sqlite_url(db)
     check_storage_url(storage, reading=True)
     masked = mask_url(storage)
+    backend: optuna.storages.BaseStorage
     try:
         if storage.startswith("journal:///"):
             from optuna.storages.journal import JournalFileBackend
@@ -223,7 +170,8 @@ def load_study(out: Path, storage: str | None = None, study_name: str | None = N
     except KeyError:
         raise AutofitError(f"no study {study_name!r} in {masked}") from None
     except Exception as exc:  # driver, schema-version and file errors vary by backend
-        while exc.__cause__ is not None:  # Optuna wraps the driver's error, which says what went wrong
-            exc = exc.__cause__
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause: BaseException = exc
+        while cause.__cause__ is not None:  # Optuna wraps the driver's error, which says what went wrong
+            cause = cause.__cause__
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise AutofitError(f"cannot open storage {masked}: {first}") from None

@@ -370,7 +370,7 @@ def _kib(value: float) -> str:
 
 
 def markdown(rows: list[Row], seconds: float) -> str:
-    from autofit.outputs import library_versions
+    from autofit.documents import library_versions
 
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     traced = [r for r in rows if r.error_pct is not None]

@@ -26,7 +26,8 @@ from pathlib import Path
 from autofit.budget import make_budget
 from autofit.gpus import cuda_device_info, detect_gpu, get_gpu
 from autofit.models import resolve_model
-from autofit.outputs import atomic_write, library_versions
+from autofit.documents import library_versions
+from autofit.outputs import atomic_write
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, TraceProbe
 from autofit.space import SearchSpace
 

@@ -1,0 +1,171 @@
+"""The data step: everything the report reads from the study (trials frame, front, recommendation, knobs that
+vary, timing, versions), with no drawing. Figures and sections take a ReportData."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from ..documents import library_versions
+from ..knobs import KNOBS
+from ..results import Recommendation, pareto_frame, recommend, trials_frame
+
+SHORT = {"per_device_train_batch_size": "batch", "gradient_accumulation_steps": "accum", "seq_len": "seq_len",
+         "lora_rank": "lora_rank", "quantization": "quant", "gradient_checkpointing": "ckpt",
+         "zero_stage": "zero", "offload": "offload", "optimizer": "optimizer", "attn_implementation": "attn",
+         "allocator": "allocator"}
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "other")
+OOM_STATES = ("oom", "oom-predicted", "oom-inferred")
+
+
+@dataclass
+class ReportData:
+    study: optuna.Study
+    attrs: dict[str, Any]
+    trials: list[optuna.trial.FrozenTrial]
+    frame: pd.DataFrame  # results.trials_frame, plus columns: plot_memory_gib, plot_tokens_per_s, config_text
+    front: pd.DataFrame
+    rec: Recommendation | None
+    budget: float
+    varying: list[str]  # knobs with more than one value among the trials
+    constant: dict[str, Any]  # knobs with one value in every trial
+    by_number: dict[int, optuna.trial.FrozenTrial] = field(default_factory=dict)
+
+    @property
+    def all_estimated(self) -> bool:
+        values = [v for v in self.frame["estimated"] if v is not None and not isnan(v)]
+        return all(map(bool, values)) if values else self.study_estimated
+
+    @property
+    def study_estimated(self) -> bool:
+        return bool(self.attrs.get("estimated"))
+
+    def estimated_rows(self, rows: pd.DataFrame) -> str:
+        """'' when no row is estimated, ' (estimated)' when all are, ' (partly estimated)' otherwise."""
+        est = rows["estimated"].map(truthy) if len(rows) else pd.Series([], dtype=bool)
+        if not len(est):
+            return " (estimated)" if self.study_estimated else ""
+        if est.all():
+            return " (estimated)"
+        return " (partly estimated)" if est.any() else ""
+
+
+def load_data(study: optuna.Study) -> ReportData:
+    attrs = dict(study.user_attrs)
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    frame = trials_frame(study)
+    budget = float(attrs.get("usable_budget_gib") or 0.0)
+
+    def memory(row) -> float | None:
+        for key in ("peak_memory_gib", "predicted_peak_gib", "peak_allocated_gib"):
+            value = row.get(key)
+            if value is not None and not isnan(value):
+                return float(value)
+        return None
+
+    def tokens(row) -> float | None:
+        value = row.get("tokens_per_s")
+        if value is not None and not isnan(value):
+            return float(value)
+        details = by_number[row["number"]].user_attrs.get("details") or {}
+        value = details.get("predicted_tokens_per_s")
+        return float(value) if value is not None else None
+
+    if len(frame):
+        frame["plot_memory_gib"] = [memory(r) for _, r in frame.iterrows()]
+        frame["plot_tokens_per_s"] = [tokens(r) for _, r in frame.iterrows()]
+    else:
+        frame["plot_memory_gib"] = pd.Series(dtype=float)
+        frame["plot_tokens_per_s"] = pd.Series(dtype=float)
+    varying, constant = [], {}
+    for knob in KNOBS:
+        values = frame[knob].dropna().map(str).unique() if len(frame) else []
+        if len(values) > 1:
+            varying.append(knob)
+        elif len(values) == 1:
+            constant[knob] = frame[knob].dropna().iloc[0]
+    frame["config_text"] = [config_text(r) for _, r in frame.iterrows()] if len(frame) else []
+    numbers = list(pareto_frame(study)["number"])  # in its order: by peak memory
+    front = frame.set_index("number", drop=False).loc[numbers].reset_index(drop=True) if numbers else frame.iloc[0:0]
+    return ReportData(study=study, attrs=attrs, trials=trials, frame=frame, front=front,
+                 rec=recommend(study), budget=budget, varying=varying, constant=constant, by_number=by_number)
+
+
+def isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def truthy(value: Any) -> bool:
+    """bool() that reads a missing value (None, NaN) as False."""
+    return value is not None and not isnan(value) and bool(value)
+
+
+def num(value: Any) -> float | None:
+    """The value as a float (numbers and numeric text), or None when missing, NaN or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def config_text(row: pd.Series) -> str:
+    """Hover text: the trial, its outcome and its full configuration (escaped: plotly renders hover as HTML)."""
+    lines = [f"<b>trial {int(row['number'])}</b>: {html.escape(str(row['state']))}"]
+    mem, tps = num(row.get("plot_memory_gib")), num(row.get("plot_tokens_per_s"))
+    est = " (estimated)" if truthy(row.get("estimated")) else ""
+    if mem is not None:
+        lines.append(f"peak {mem:.3f} GiB{est}")
+    if tps is not None:
+        lines.append(f"{tps:,.0f} tokens/s{est}")
+    for knob in KNOBS:
+        if knob in row and row[knob] is not None and not isnan(row[knob]):
+            lines.append(f"{html.escape(knob)} = {html.escape(str(row[knob]))}")
+    if isinstance(row.get("error"), str) and row["error"]:
+        text = row["error"]
+        lines.append("<i>" + html.escape(text[:120] + ("..." if len(text) > 120 else "")) + "</i>")
+    return "<br>".join(lines)
+
+
+def study_timing(data: ReportData) -> dict[str, Any]:
+    starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in data.trials if t.datetime_complete is not None]
+    probe_s = sum(float(t.user_attrs.get("duration_s") or 0.0) for t in data.trials)
+    first = min(starts) if starts else None
+    last = max(ends) if ends else None
+    return {"first": first, "last": last, "span_s": (last - first).total_seconds() if first and last else None,
+            "probe_s": probe_s}
+
+
+def versions_of(attrs: dict[str, Any]) -> tuple[dict[str, str], str]:
+    stored = attrs.get("versions")
+    if isinstance(stored, dict) and stored:
+        return {str(k): str(v) for k, v in stored.items()}, "recorded by the search"
+    return library_versions(), "installed where this report was built"
+
+
+def complete_trials(data: ReportData) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in data.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+
+
+def searched_params(data: ReportData, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Parameters that take at least two values among `trials`."""
+    values: dict[str, set] = {}
+    for t in trials:
+        for k, v in t.params.items():
+            values.setdefault(k, set()).add(json.dumps(v))
+    return [k for k in KNOBS if len(values.get(k, ())) > 1]
+
+
+def validation_rows(data: ReportData) -> pd.DataFrame:
+    frame = data.frame
+    if "predicted_peak_gib" not in frame or "peak_allocated_gib" not in frame:
+        return frame.iloc[0:0]
+    return frame.dropna(subset=["predicted_peak_gib", "peak_allocated_gib"])

@@ -1,0 +1,1 @@
+"""figures of the report; see autofit/report/__init__.py."""

@@ -1,0 +1,1 @@
+"""sections of the report; see autofit/report/__init__.py."""

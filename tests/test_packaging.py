@@ -1,0 +1,25 @@
+"""A non-editable install ships every package and data file of autofit/ (pyproject's [tool.setuptools] packages and
+package-data), so the report's templates and static files are there when autofit is installed with pip."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_report_file_is_declared_in_pyproject():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, package_data = set(setuptools["packages"]), setuptools["package-data"]
+    report = ROOT / "autofit" / "report"
+    for path in report.rglob("*"):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        package = ".".join(path.parent.relative_to(ROOT).parts)
+        assert package in packages, f"{package} is not in pyproject's packages"
+        if path.suffix != ".py":
+            globs = package_data.get(package, [])
+            assert any(fnmatch.fnmatch(path.name, g) for g in globs), f"{path} matches no package-data glob"
+    assert {"page.html.j2", "macros.html.j2"} <= {p.name for p in (report / "templates").iterdir()}
