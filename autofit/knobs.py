@@ -29,6 +29,7 @@ class KnobSpec:
     kind: str = "neutral"  # requirement | neutral (data/knobs.yaml)
     moving_parts: dict | None = None  # value -> parts it adds to a run (neutral knobs)
     short: str | None = None  # label in the CLI's tables
+    label: str | None = None  # column label in the report
     trace_invariant: bool = False  # the traced step does not depend on it: traced at trace_value
     trace_value: Any = None
     trace_max: int | None = None  # the trace runs min(value, trace_max)
@@ -100,17 +101,24 @@ def knob_specs() -> dict[str, KnobSpec]:
         specs[name] = KnobSpec(name=name, type=entry["type"], values=tuple(values) if values else None,
                                min=entry.get("min"), max=entry.get("max"), memory_order=entry.get("memory_order"),
                                help=entry["help"], kind=entry["kind"], moving_parts=entry.get("moving_parts"),
-                               short=entry.get("short"), trace_invariant=bool(entry.get("trace_invariant", False)),
+                               short=entry.get("short"), label=entry.get("label"),
+                               trace_invariant=bool(entry.get("trace_invariant", False)),
                                trace_value=entry.get("trace_value"), trace_max=entry.get("trace_max"))
         if specs[name].kind not in ("requirement", "neutral"):
             raise RuntimeError(f"data/knobs.yaml: {name} has kind {entry['kind']!r}; expected requirement or neutral")
         if specs[name].type == "choice" and not specs[name].values:
             raise RuntimeError(f"data/knobs.yaml: choice knob {name} lists no values")
-        if not isinstance(entry.get("short", ""), str):  # e.g. an unquoted `off`, which YAML reads as false
-            raise RuntimeError(f"data/knobs.yaml: {name}'s short label must be a string")
+        for field in ("short", "label"):  # e.g. an unquoted `off`, which YAML reads as false
+            if not isinstance(entry.get(field, ""), str):
+                raise RuntimeError(f"data/knobs.yaml: {name}'s {field} must be a string")
         if specs[name].trace_invariant:  # the value traced must be one the knob accepts
             specs[name].parse(entry.get("trace_value"))
     return specs
+
+
+def report_labels() -> dict[str, str]:
+    """knob -> its column label in the report (knobs.yaml `label:`, else the knob's name)."""
+    return {name: spec.label or name for name, spec in knob_specs().items()}
 
 
 def short_labels() -> dict[str, str]:

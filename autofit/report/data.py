@@ -13,14 +13,10 @@ import optuna
 import pandas as pd
 
 from ..documents import library_versions
-from ..knobs import KNOBS
+from ..knobs import KNOBS, report_labels
 from ..results import Recommendation, pareto_frame, recommend, trials_frame
 
-SHORT = {"per_device_train_batch_size": "batch", "gradient_accumulation_steps": "accum", "seq_len": "seq_len",
-         "lora_rank": "lora_rank", "quantization": "quant", "gradient_checkpointing": "ckpt",
-         "zero_stage": "zero", "offload": "offload", "optimizer": "optimizer", "attn_implementation": "attn",
-         "allocator": "allocator"}
-CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "other")
+SHORT = report_labels()  # knob -> column label (data/knobs.yaml `label:`)
 OOM_STATES = ("oom", "oom-predicted", "oom-inferred")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..data import CATEGORIES, ReportData
+from ...memory_categories import CATEGORIES
+from ..data import ReportData
 from ..markup import note
 from ..style import CATEGORY_COLORS
 from .common import budget_line
