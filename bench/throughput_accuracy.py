@@ -185,21 +185,29 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
             "Leave-one-source-out: **not available**: the set holds one source, so no constant can be judged on a "
             "source it was not fitted to. The figures above are in-sample.")
     lines += ["", loso, "", "## Known gaps", "",
-              f"- {summary['sources']} source(s), {frame['gpu'].nunique()} card(s) so far (see "
+              f"- {summary['sources']} source(s), {frame['gpu'].nunique()} card(s) (see "
               "`bench/throughput/README.md`); issue 12 asks for >= 4 sources and >= 2 cards. With few sources, "
               "leave-one-source-out refits the constants on what remains, which can leave some unconstrained "
               "(held out, Qwen's short-sequence QLoRA rows are the only ones that pin the 4-bit and host-overhead "
               "constants).",
               "- DeepSpeed ZeRO-3's per-module hooks (zero3_module_hook_us, host time) are pinned only by "
               "Qwen's full-parameter rows at 256-2048 tokens (the xtuner rows are GPU-bound at 8k): held out, "
-              "the refit leaves it unconstrained, which lowers leave-one-source-out Spearman from 0.92 to 0.88. "
-              "FSDP (Answer.AI), also priced as ZeRO-3, hooks whole wrapped decoder layers rather than each "
-              "linear, which the zero_stage knob cannot say; its rows are GPU-bound, so the constant does not "
-              "move them.",
+              "the refit leaves it unconstrained. FSDP (Answer.AI), also priced as ZeRO-3, hooks whole wrapped "
+              "decoder layers rather than each linear, which the zero_stage knob cannot say; its rows are "
+              "GPU-bound, so the constant does not move them.",
               "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.",
               "- The RTX 4090 rows (Answer.AI) are all estimated 21-38% too slow, at any model size and with or "
-              "without 4-bit weights: the judged GEMM and bandwidth efficiencies fit the datacenter cards better "
-              "than this consumer card.",
+              "without 4-bit weights. Not the card's figure: gpus.yaml's 165 TFLOPS already is the Ada "
+              "whitepaper's dense bf16 rate with fp32 accumulate (330 is the fp16-accumulate rate); halving it "
+              "would double the error. Unexplained so far.",
+              "- torchtune's rows ran a different stack from the one autofit prices (Hugging Face transformers + "
+              "peft in eager mode, adapters in fp32 under autocast): torch.compile fuses the elementwise chains "
+              "between GEMMs, adapters are bf16, QLoRA is torchao NF4. The estimate's elementwise part (peft's "
+              "scale-and-add per adapter, casts, norms, activations, each a kernel of its own in eager mode) is "
+              "largely what compile removes: the LoRA and QLoRA rows are estimated 41-57% too slow, and would be "
+              "18-29% too slow with no elementwise time at all (full fine-tuning: +29% on the 4090, whose paged "
+              "8-bit optimizer states do not fit beside the weights, -7% on the A6000). autofit has no knob for "
+              "torch.compile.",
               "- FSDP (Answer.AI) is modelled as ZeRO-3 without overlap of transfers and compute.", "",
               "## Every row", "",
               "Time columns: the estimated step time (s per optimizer step) by part.", "",
