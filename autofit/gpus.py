@@ -92,10 +92,9 @@ def detect_gpu() -> GpuSpec | None:
     name = cuda_device_name()
     if name is None:
         return None
-    for spec in gpu_specs().values():
-        if any(m in name for m in spec.match):
-            return spec
-    return None
+    # The longest matching substring wins: "A10" is also in "NVIDIA A100-SXM4-80GB", "L4" in "NVIDIA L40S".
+    found = [(len(m), spec) for spec in gpu_specs().values() for m in spec.match if m in name]
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def default_gpu_for_budget(gpu_mem_bytes: int) -> GpuSpec:

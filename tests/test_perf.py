@@ -268,3 +268,15 @@ def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
     gpu = PERF.op_seconds(big)[1]
     assert PERF.price({big: 1.0}, extra_host_s=gpu / 2)["overhead"] == 0.0
     assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5)["overhead"] == pytest.approx(0.5 + 10e-6)
+
+
+@pytest.mark.parametrize("device_name, key", [("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A10", "a10"),
+                                              ("NVIDIA L40S", "l40s"), ("NVIDIA L4", "l4"),
+                                              ("NVIDIA RTX A6000", "rtxa6000"), ("NVIDIA GeForce RTX 4090", "rtx4090"),
+                                              ("NVIDIA B200", None)])
+def test_detected_card_is_the_longest_match(monkeypatch, device_name, key):
+    import autofit.gpus as gpus
+
+    monkeypatch.setattr(gpus, "cuda_device_name", lambda: device_name)
+    spec = gpus.detect_gpu()
+    assert (spec.key if spec else None) == key
