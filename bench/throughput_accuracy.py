@@ -206,8 +206,8 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "rows lose the only short-sequence and 4-bit-bound rows, which alone pin the host-overhead and "
               "dequantization constants; the other sources are all estimated too slow for reasons of their own "
               "(the 4090, torch.compile, below), so the refit drives those constants to their bounds (table "
-              "above) and Qwen's short-sequence rows come out several times too fast. Leaving the three other "
-              "sources out one at a time barely moves the constants.",
+              "above) and Qwen's short-sequence rows come out several times too fast. Leaving any other source out "
+              "barely moves the constants.",
               "- DeepSpeed ZeRO-3's per-module hooks (zero3_module_hook_us, host time) are pinned only by "
               "Qwen's full-parameter rows at 256-2048 tokens (the xtuner rows are GPU-bound at 8k): held out, "
               "the refit leaves it unconstrained. FSDP (Answer.AI), also priced as ZeRO-3, hooks whole wrapped "
@@ -226,7 +226,9 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "18-29% too slow with no elementwise time at all (full fine-tuning: +29% on the 4090, whose paged "
               "8-bit optimizer states do not fit beside the weights, -7% on the A6000). autofit has no knob for "
               "torch.compile.",
-              "- FSDP (Answer.AI) is modelled as ZeRO-3 without overlap of transfers and compute.", "",
+              "- FSDP (Answer.AI, llm-foundry) is modelled as ZeRO-3 without overlap of transfers and compute.",
+              "- llm-foundry's rows are MPT pre-training (full parameters), priced as a llama block of the same "
+              "GEMM FLOPs (see `bench/throughput/README.md`).", "",
               "## Every row", "",
               "Time columns: the estimated step time (s per optimizer step) by part.", "",
               "| source | model | method | gpu | gpus | seq | published tok/s | estimated tok/s | error | matmul | "
