@@ -25,6 +25,9 @@ class GpuSpec:
     host_link_gbs: float
     peer_link_gbs: float
     match: tuple[str, ...]
+    # Share of bf16 peak that FlashAttention-2's forward reaches on this card, where it differs from
+    # runtime.yaml's attention_forward_efficiency (judged on the A100); None: runtime.yaml's figure.
+    flash_attention_share: float | None = None
 
 
 @cache

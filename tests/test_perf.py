@@ -112,6 +112,22 @@ def test_causal_attention_forward_and_backward():
     assert PERF.op_seconds(bwd)[1] == pytest.approx(bwd.flops / (PEAK * 0.4) + 2e-6)
 
 
+def test_flash_attention_on_hopper_reaches_its_published_share():
+    """FlashAttention-2 reaches 35% of an H100's bf16 peak (FlashAttention-3 paper); the backward keeps
+    runtime.yaml's backward/forward ratio. A 1 TFLOP causal forward: 1e12 / (0.35 x 989e12) s."""
+    from autofit.runtime import runtime_constants
+
+    constants = runtime_constants()
+    h100 = PerfModel.for_gpu(get_gpu("h100"), constants)
+    a100 = PerfModel.for_gpu(get_gpu("a100-80gb"), constants)
+    fwd = OpKey("attn_fwd", False, flops=1e12, launches=0)
+    bwd = OpKey("attn_bwd", False, flops=2.5e12, launches=0)
+    assert h100.op_seconds(fwd)[1] == pytest.approx(1e12 / (0.35 * 989e12))
+    ratio = constants["attention_backward_efficiency"] / constants["attention_forward_efficiency"]
+    assert h100.op_seconds(bwd)[1] == pytest.approx(2.5e12 / (0.35 * ratio * 989e12))
+    assert a100.op_seconds(fwd)[1] == pytest.approx(1e12 / (constants["attention_forward_efficiency"] * 312e12))
+
+
 def test_attention_with_transformers_causal_mask_is_priced_causal():
     b, h, s, d = 1, 4, 512, 64
 
