@@ -216,8 +216,8 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints; they are modelled as bitsandbytes nf4.",
               "- The RTX 4090 rows (Answer.AI) are all estimated 21-38% too slow, at any model size and with or "
               "without 4-bit weights. Not the card's figure: gpus.yaml's 165 TFLOPS already is the Ada "
-              "whitepaper's dense bf16 rate with fp32 accumulate (330 is the fp16-accumulate rate); halving it "
-              "would double the error. Unexplained so far.",
+              "whitepaper's dense bf16 rate with fp32 accumulate (330 is fp16 with fp16 accumulate, 82.6 is TF32); "
+              "halving it would double the error. Unexplained so far.",
               "- torchtune's rows ran a different stack from the one autofit prices (Hugging Face transformers + "
               "peft in eager mode, adapters in fp32 under autocast): torch.compile fuses the elementwise chains "
               "between GEMMs, adapters are bf16, QLoRA is torchao NF4. The estimate's elementwise part (peft's "
@@ -227,6 +227,8 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "8-bit optimizer states do not fit beside the weights, -7% on the A6000). autofit has no knob for "
               "torch.compile.",
               "- FSDP (Answer.AI, llm-foundry) is modelled as ZeRO-3 without overlap of transfers and compute.",
+              "- The H100 and H200 price flash attention at FlashAttention-2's published 35% of peak (gpus.yaml "
+              "flash_attention_share); a stack running FlashAttention-3 reaches about twice that.",
               "- llm-foundry's rows are MPT pre-training (full parameters), priced as a llama block of the same "
               "GEMM FLOPs (see `bench/throughput/README.md`).", "",
               "## Every row", "",
