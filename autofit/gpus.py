@@ -25,6 +25,9 @@ class GpuSpec:
     host_link_gbs: float
     peer_link_gbs: float
     match: tuple[str, ...]
+    # Share of bf16 peak that FlashAttention-2's forward reaches on this card, where it differs from
+    # runtime.yaml's attention_forward_efficiency (judged on the A100); None: runtime.yaml's figure.
+    flash_attention_share: float | None = None
 
 
 @cache
@@ -92,10 +95,9 @@ def detect_gpu() -> GpuSpec | None:
     name = cuda_device_name()
     if name is None:
         return None
-    for spec in gpu_specs().values():
-        if any(m in name for m in spec.match):
-            return spec
-    return None
+    # The longest matching substring wins: "A10" is also in "NVIDIA A100-SXM4-80GB", "L4" in "NVIDIA L40S".
+    found = [(len(m), spec) for spec in gpu_specs().values() for m in spec.match if m in name]
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def default_gpu_for_budget(gpu_mem_bytes: int) -> GpuSpec:

@@ -112,6 +112,22 @@ def test_causal_attention_forward_and_backward():
     assert PERF.op_seconds(bwd)[1] == pytest.approx(bwd.flops / (PEAK * 0.4) + 2e-6)
 
 
+def test_flash_attention_on_hopper_reaches_its_published_share():
+    """FlashAttention-2 reaches 35% of an H100's bf16 peak (FlashAttention-3 paper); the backward keeps
+    runtime.yaml's backward/forward ratio. A 1 TFLOP causal forward: 1e12 / (0.35 x 989e12) s."""
+    from autofit.runtime import runtime_constants
+
+    constants = runtime_constants()
+    h100 = PerfModel.for_gpu(get_gpu("h100"), constants)
+    a100 = PerfModel.for_gpu(get_gpu("a100-80gb"), constants)
+    fwd = OpKey("attn_fwd", False, flops=1e12, launches=0)
+    bwd = OpKey("attn_bwd", False, flops=2.5e12, launches=0)
+    assert h100.op_seconds(fwd)[1] == pytest.approx(1e12 / (0.35 * 989e12))
+    ratio = constants["attention_backward_efficiency"] / constants["attention_forward_efficiency"]
+    assert h100.op_seconds(bwd)[1] == pytest.approx(2.5e12 / (0.35 * ratio * 989e12))
+    assert a100.op_seconds(fwd)[1] == pytest.approx(1e12 / (constants["attention_forward_efficiency"] * 312e12))
+
+
 def test_attention_with_transformers_causal_mask_is_priced_causal():
     b, h, s, d = 1, 4, 512, 64
 
@@ -268,3 +284,15 @@ def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
     gpu = PERF.op_seconds(big)[1]
     assert PERF.price({big: 1.0}, extra_host_s=gpu / 2)["overhead"] == 0.0
     assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5)["overhead"] == pytest.approx(0.5 + 10e-6)
+
+
+@pytest.mark.parametrize("device_name, key", [("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A10", "a10"),
+                                              ("NVIDIA L40S", "l40s"), ("NVIDIA L4", "l4"),
+                                              ("NVIDIA RTX A6000", "rtxa6000"), ("NVIDIA GeForce RTX 4090", "rtx4090"),
+                                              ("NVIDIA B200", None)])
+def test_detected_card_is_the_longest_match(monkeypatch, device_name, key):
+    import autofit.gpus as gpus
+
+    monkeypatch.setattr(gpus, "cuda_device_name", lambda: device_name)
+    spec = gpus.detect_gpu()
+    assert (spec.key if spec else None) == key

@@ -17,7 +17,8 @@ depth like every other quantity. `PerfModel.price` turns such a table into secon
   a bf16 GEMM; its CUDA forward (activations quantized row-wise, an int8 GEMM, outlier columns in 16 bits, the
   int32 result scaled back) moves about as many bytes, which is what this prices.
 - attention (sdpa / flash): causal FLOPs at the share of peak that flash kernels reach, forward and backward
-  apart; eager attention is the GEMMs and softmax it is made of.
+  apart (a card's flash_attention_share in gpus.yaml replaces the forward share, the backward in proportion:
+  FlashAttention-2 reaches 35% of an H100's peak); eager attention is the GEMMs and softmax it is made of.
 - elementwise, norm, rope, loss and copies: bytes at bandwidth_efficiency.
 - optimizer: the optimizer step's ops (foreach AdamW, bitsandbytes 8-bit), bytes at bandwidth.
 - overhead: PyTorch eager dispatch costs cpu_op_overhead_us of host time per op, and a bitsandbytes op
@@ -68,8 +69,12 @@ class PerfModel:
 
     @classmethod
     def for_gpu(cls, gpu, constants: dict) -> PerfModel:
-        return cls(peak_flops=gpu.bf16_tflops * 1e12, bandwidth=gpu.bandwidth_gbs * 1e9,
-                   **{name: float(constants[name]) for name in PERF_CONSTANTS})
+        values = {name: float(constants[name]) for name in PERF_CONSTANTS}
+        share = getattr(gpu, "flash_attention_share", None)
+        if share is not None:  # a card where FA2 reaches another share of peak (Hopper): backward in proportion
+            values["attention_backward_efficiency"] *= share / values["attention_forward_efficiency"]
+            values["attention_forward_efficiency"] = float(share)
+        return cls(peak_flops=gpu.bf16_tflops * 1e12, bandwidth=gpu.bandwidth_gbs * 1e9, **values)
 
     # -- one op ---------------------------------------------------------------------------------------
     def gemm_efficiency(self, m: float, n: float, k: float) -> float:
