@@ -33,6 +33,7 @@ class KnobSpec:
     trace_invariant: bool = False  # the traced step does not depend on it: traced at trace_value
     trace_value: Any = None
     trace_max: int | None = None  # the trace runs min(value, trace_max)
+    stored_default: Any = None  # what a configuration stored before the knob existed had
 
     def parse(self, raw: Any) -> Any:
         """A value for this knob from YAML or from --set text; AutofitError if it is not valid."""
@@ -103,7 +104,8 @@ def knob_specs() -> dict[str, KnobSpec]:
                                help=entry["help"], kind=entry["kind"], moving_parts=entry.get("moving_parts"),
                                short=entry.get("short"), label=entry.get("label"),
                                trace_invariant=bool(entry.get("trace_invariant", False)),
-                               trace_value=entry.get("trace_value"), trace_max=entry.get("trace_max"))
+                               trace_value=entry.get("trace_value"), trace_max=entry.get("trace_max"),
+                               stored_default=entry.get("stored_default"))
         if specs[name].kind not in ("requirement", "neutral"):
             raise RuntimeError(f"data/knobs.yaml: {name} has kind {entry['kind']!r}; expected requirement or neutral")
         if specs[name].type == "choice" and not specs[name].values:
@@ -113,6 +115,8 @@ def knob_specs() -> dict[str, KnobSpec]:
                 raise RuntimeError(f"data/knobs.yaml: {name}'s {field} must be a string")
         if specs[name].trace_invariant:  # the value traced must be one the knob accepts
             specs[name].parse(entry.get("trace_value"))
+        if specs[name].stored_default is not None:
+            specs[name].parse(specs[name].stored_default)
     return specs
 
 
@@ -168,7 +172,8 @@ class TrainingConfig:
         unknown = sorted(set(values) - set(specs))
         if unknown:
             raise AutofitError(f"unknown knob {unknown[0]!r}; knobs are: {', '.join(specs)}")
-        values = {"allocator": "default", **values}  # a knob added later: older configs lack it
+        # knobs added later: older stored configurations lack them (knobs.yaml stored_default)
+        values = {**{n: s.stored_default for n, s in specs.items() if s.stored_default is not None}, **values}
         missing = [name for name in specs if name not in values]
         if missing:
             raise AutofitError(f"configuration lacks knob {missing[0]!r}")

@@ -50,6 +50,8 @@ def test_knob_facts_come_from_knobs_yaml():
     assert traced.replace(gradient_accumulation_steps=16, zero_stage=3, offload="all", allocator="expandable") == config
     assert traced_config(config.replace(gradient_accumulation_steps=1)).gradient_accumulation_steps == 1
     assert config.lora_alpha == 16 and config.replace(lora_rank=0).lora_alpha == 0
+    older = {k: v for k, v in config.to_dict().items() if k != "allocator"}  # stored before the knob existed
+    assert TrainingConfig.from_dict(older).allocator == knob_specs()["allocator"].stored_default == "default"
 
 
 @pytest.mark.parametrize("text,expected", [("seq_len=5789", ("seq_len", 5789)), ("quantization=nf4", ("quantization", "nf4")),
