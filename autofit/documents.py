@@ -1,6 +1,7 @@
 """The documents derived from a study's recommendation, shared by the search's outputs (outputs.py) and the
 report (autofit/report/): library versions, the exporters' context, best-config.yaml, and the user's own trainer
-file written back (search --from FILE). Depends on advice, never on outputs or report, so neither needs the other."""
+file written back (search --from FILE). Depends on advice, never on outputs or report, so neither needs the other.
+advice and trainer_files are imported where used: they pull in the probes, which `autofit export` does not need."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import optuna
 import yaml
 
 from . import exports
-from .advice import FROM_FILE_ATTR, advice_document
 from .results import Recommendation, recommend
-from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
 
 VERSIONED = ("autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna")
 
@@ -40,6 +39,8 @@ def export_context(study: optuna.Study, rec: Recommendation) -> exports.ExportCo
 
 
 def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
+    from .advice import advice_document
+
     attrs = study.user_attrs
     return {
         "model": attrs["model"],
@@ -72,6 +73,9 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 def write_back_outputs(study: optuna.Study, out: Path) -> dict[str, str]:
     """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
     of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
+    from .advice import FROM_FILE_ATTR
+    from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
+
     stored = study.user_attrs.get(FROM_FILE_ATTR)
     rec = recommend(study)
     if not stored or rec is None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from . import exports
-from .advice import seq_len_csv
 from .documents import export_context, render_best_config, write_back_outputs
 from .errors import AutofitError
 from .results import pareto_frame, recommend, trials_frame
@@ -112,7 +111,8 @@ def ensure_writable_dir(out: Path) -> bool:
 def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     """trials.csv, pareto.csv, report.html and, when a configuration fits, best-config.yaml and the
     trainer files (llamafactory.yaml, ds_config.json when ZeRO is used). Returns the paths written."""
-    from .report import render_report  # plotly and the report's templates: loaded only when writing
+    from .advice import seq_len_csv  # the probes (advice) and plotly (report): loaded only when writing
+    from .report import render_report
 
     files = {"trials.csv": spreadsheet_safe(trials_frame(study)).to_csv(index=False),
              "pareto.csv": spreadsheet_safe(pareto_frame(study)).to_csv(index=False)}
