@@ -12,7 +12,8 @@ from collections.abc import Iterable
 
 from .knobs import TrainingConfig, knob_specs, requirement_knobs
 from .models import ModelSpec
-from .probes import OK, ProbeContext, ProbeResult, TraceProbe
+from .probes import ProbeContext, ProbeResult, TraceProbe
+from .trials import Outcome
 from .requirements import Requirements
 from .rules import violated_rule
 
@@ -35,7 +36,7 @@ class TraceCache:
         return self._results[key]
 
     def fits(self, config: TrainingConfig) -> bool:
-        return self.run(config).state == OK
+        return self.run(config).state == Outcome.OK
 
     def __len__(self) -> int:
         return len(self._results)
@@ -131,7 +132,7 @@ def _make(knob, value, required, result: ProbeResult, reference, applied=False) 
         peak_delta = result.peak_memory_gib - reference[0]
         if reference[1] and result.tokens_per_s is not None:
             tokens_pct = 100.0 * (result.tokens_per_s / reference[1] - 1)
-    return Concession(knob=knob, value=value, required=required, fits=result.state == OK,
+    return Concession(knob=knob, value=value, required=required, fits=result.state == Outcome.OK,
                       peak_memory_gib=round(result.peak_memory_gib, 3),
                       tokens_per_s=round(result.tokens_per_s or 0.0, 1),
                       peak_delta_gib=None if peak_delta is None else round(peak_delta, 3),

@@ -13,6 +13,7 @@ from typing import Any
 from .concessions import LORA_RANK_FOR_FULL, TraceCache
 from .knobs import TrainingConfig, knob_specs
 from .rules import violated_rule
+from .trials import Outcome
 
 MAX_TRACES = 40  # a bound on the work (a 9B trace takes about a second on 2 cores)
 
@@ -83,7 +84,7 @@ def fewest_changes(cache: TraceCache, config: TrainingConfig, want: int = 3) -> 
             return False, None
         budget[0] -= 0 if candidate.key() in cache._results else 1
         result = cache.run(candidate)
-        return result.state == "ok", result
+        return result.state == Outcome.OK, result
 
     groups = {**neutral, **required}
     tiers = sorted(((r, n) for r in range(len(required) + 1) for n in range(len(neutral) + 1) if r + n > 0),

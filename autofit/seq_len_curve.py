@@ -11,7 +11,8 @@ from typing import Any
 
 from .concessions import TraceCache
 from .knobs import TrainingConfig
-from .probes import OK, Probe
+from .probes import Probe
+from .trials import Outcome
 
 GRANULARITY = 256  # seq_len is searched in multiples of this
 MAX_OTHER_STRATEGIES = 2  # beyond the recommendation: each strategy costs about eight traces
@@ -57,7 +58,7 @@ class SeqLenCurve:
     def measured_peak_gib(self) -> float | None:
         """The measured peak at the (confirmed) longest seq_len, when a real probe ran there and it fit."""
         return next((peak for seq_len, peak, state in self.measured if seq_len == self.longest_seq_len
-                     and state == OK), None)
+                     and state == Outcome.OK), None)
 
     def row(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "trial": self.trial, "recommended": self.recommended,
@@ -77,8 +78,8 @@ def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> 
 
     def fits(seq_len: int) -> bool:
         result = cache.run(config.replace(seq_len=seq_len))
-        points.append((seq_len, round(result.peak_memory_gib or 0.0, 3), result.state == "ok"))
-        return result.state == "ok"
+        points.append((seq_len, round(result.peak_memory_gib or 0.0, 3), result.state == Outcome.OK))
+        return result.state == Outcome.OK
 
     top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
     start = min(top, max(GRANULARITY, config.seq_len // GRANULARITY * GRANULARITY))
@@ -148,7 +149,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
         results[seq_len] = result
         curve.measured.append((seq_len, None if result.peak_memory_gib is None else round(result.peak_memory_gib, 3),
                                result.state))
-        return result.state == OK
+        return result.state == Outcome.OK
 
     traced = curve.longest_seq_len
     longest = traced
@@ -169,7 +170,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     curve.longest_seq_len = longest
     curve.confirmed = "measured" if longest == traced else "moved"
     at = results.get(longest)
-    if at is not None and at.state == OK:
+    if at is not None and at.state == Outcome.OK:
         curve.peak_memory_gib = round(at.peak_memory_gib, 3)
         curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
     elif longest is not None:  # not measured there: the trace's figures

@@ -1,7 +1,8 @@
 """Probes: one interface (`Probe`: a configuration in, peak memory and tokens/s out), several backends."""
 
-from ._base import (EVALUATED, FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe,
-                    ProbeContext, ProbeResult)
+from ..trials import EVALUATED
+from ._base import (FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe, ProbeContext,
+                    ProbeResult)
 from ._real import ChildProcessProbe, CpuProbe, CudaProbe, ScreenedProbe, default_timeout_s
 from ._trace import TraceProbe, trace_step
 

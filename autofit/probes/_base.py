@@ -9,13 +9,11 @@ from typing import Any
 from ..gpus import GpuSpec
 from ..knobs import TrainingConfig
 from ..models import ModelSpec
+from ..trials import Outcome
 
-# Outcomes of a trial, as written to trials.csv (`state`). A probe returns ok, oom, failed or timeout;
-# `invalid` is decided before any probe; `lost` (its worker died) and `interrupted` (Ctrl-C) are retried.
-OK, OOM, INVALID, FAILED, TIMEOUT = "ok", "oom", "invalid", "failed", "timeout"
-OOM_PREDICTED, LOST, INTERRUPTED = "oom-predicted", "lost", "interrupted"
-EVALUATED = (OK, OOM, FAILED, TIMEOUT)  # probed: count toward --trials; never probed again
-# oom-predicted (screened out by the trace before a real probe) is neither probed again nor counted
+# the outcomes under their former names, for code written against autofit.probes; new code uses trials.Outcome
+OK, OOM, INVALID, FAILED, TIMEOUT = Outcome.OK, Outcome.OOM, Outcome.INVALID, Outcome.FAILED, Outcome.TIMEOUT
+OOM_PREDICTED, LOST, INTERRUPTED = Outcome.OOM_PREDICTED, Outcome.LOST, Outcome.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class ProbeContext:
 class ProbeResult:
     """What one probe found. A trace's numbers are estimates (`estimated` True); a real probe's are measured."""
 
-    state: str  # ok | oom | failed | timeout
+    state: Outcome  # ok | oom | failed | timeout (a screened probe: oom-predicted); a plain string is converted
     probe: str  # trace | cuda | cpu
     estimated: bool
     peak_memory_gib: float | None = None
@@ -45,6 +43,9 @@ class ProbeResult:
     peak_allocated_gib: float | None = None  # torch.cuda.max_memory_allocated (CPU: live tensor bytes)
     peak_reserved_gib: float | None = None  # torch.cuda.max_memory_reserved (CPU: same as allocated)
     predicted_peak_gib: float | None = None
+
+    def __post_init__(self) -> None:
+        self.state = Outcome(self.state)  # a probe of one's own may return "ok": one type from here on
 
     @property
     def prediction_error_pct(self) -> float | None:

@@ -26,7 +26,8 @@ from ..knobs import TrainingConfig
 from ..lifecycle import probe_dir_prefix, sweep_stale_probe_dirs
 from ..models import ModelSpec
 from ..units import GIB
-from ._base import FAILED, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe, ProbeContext, ProbeResult
+from ..trials import DetailKey, Outcome
+from ._base import Probe, ProbeContext, ProbeResult
 from ._trace import TraceProbe
 
 STDERR_TAIL_LINES = 20
@@ -65,7 +66,8 @@ class ChildProcessProbe(Probe):
             request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
             stderr_path = Path(tmp, "stderr")
             request = {"model": {"name": model.name, "config": model.config}, "config": config.to_dict(),
-                       "device": self.device, "budget_bytes": context.usable_budget_bytes, "gpus": context.gpus,
+                       "device": self.device, "budget_bytes": context.usable_budget_bytes,
+                       "gpus": context.gpus,
                        "warmup": self.warmup_steps, "steps": self.measured_steps,
                        "threads": self.threads or os.cpu_count() or 1}
             request_path.write_text(json.dumps(request))
@@ -80,7 +82,7 @@ class ChildProcessProbe(Probe):
                     child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     _kill(child)
-                    return ProbeResult(state=TIMEOUT, probe=self.name, estimated=False,
+                    return ProbeResult(state=Outcome.TIMEOUT, probe=self.name, estimated=False,
                                        duration_s=time.perf_counter() - started,
                                        error=f"probe killed after its {timeout:.0f} s timeout")
                 except BaseException:  # Ctrl-C: stop the running probe with us
@@ -90,7 +92,7 @@ class ChildProcessProbe(Probe):
                 tail = stderr_path.read_text(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
                 code = child.returncode
                 how = f"signal {-code}" if code < 0 else f"exit status {code}"
-                return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+                return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=False,
                                    duration_s=time.perf_counter() - started,
                                    error=f"probe process died ({how}):\n" + "\n".join(tail))
             data = json.loads(result_path.read_text())
@@ -101,7 +103,7 @@ class ChildProcessProbe(Probe):
         reserved = data.get("peak_reserved_bytes")
         details = {k: v for k, v in data.items() if k not in ("state", "error", "tokens_per_s", "step_time_s")}
         return ProbeResult(
-            state=OK if data["state"] == "ok" else OOM, probe=self.name, estimated=False,
+            state=Outcome(data["state"]), probe=self.name, estimated=False,
             peak_memory_gib=None if reserved is None else reserved / GIB,
             peak_allocated_gib=None if allocated is None else allocated / GIB,
             peak_reserved_gib=None if reserved is None else reserved / GIB,
@@ -131,7 +133,7 @@ class CpuProbe(ChildProcessProbe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         if config.zero_stage > 0:
-            return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+            return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=False,
                                error="the cpu probe cannot measure DeepSpeed ZeRO or offload: on the CPU host and "
                                      "device memory are the same; use --probe cuda or trace")
         return super().run(model, config, context)
@@ -166,13 +168,14 @@ class ScreenedProbe(Probe):
         limit = float("inf") if self.margin is None else context.usable_budget_bytes * (1 + self.margin) / GIB
         if predicted.peak_memory_gib > limit:
             return ProbeResult(
-                state=OOM_PREDICTED, probe=self.name, estimated=True, peak_memory_gib=predicted.peak_memory_gib,
+                state=Outcome.OOM_PREDICTED, probe=self.name, estimated=True,
+                peak_memory_gib=predicted.peak_memory_gib,
                 tokens_per_s=predicted.tokens_per_s, breakdown_gib=predicted.breakdown_gib,
                 predicted_peak_gib=predicted.peak_memory_gib, duration_s=predicted.duration_s,
                 error=f"trace predicts {predicted.peak_memory_gib:.2f} GiB, above the budget x {1 + self.margin:.2f} "
                       f"= {limit:.2f} GiB: not run")
         result = self.real.run(model, config, context)
         result.predicted_peak_gib = predicted.peak_memory_gib
-        result.details["predicted_tokens_per_s"] = predicted.tokens_per_s
-        result.details["predicted_breakdown_gib"] = predicted.breakdown_gib
+        result.details[DetailKey.PREDICTED_TOKENS_PER_S] = predicted.tokens_per_s
+        result.details[DetailKey.PREDICTED_BREAKDOWN_GIB] = predicted.breakdown_gib
         return result
