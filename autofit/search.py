@@ -27,7 +27,6 @@ from .units import GIB
 from .validation import mask_url
 
 DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
-CPU_PROBE_MAX_PARAMS = 2e9  # beyond this a real CPU training step takes minutes to hours
 
 
 @dataclass
@@ -58,18 +57,19 @@ class SearchPlan:
             raise AutofitError("--gpus must be at least 1")
         if self.global_batch is not None and self.global_batch < 1:
             raise AutofitError("--global-batch must be at least 1")
-        if self.probe.name != "cuda" and "allocator" not in self.pins:
-            # the CUDA allocator setting changes neither a trace's tensor bytes nor a CPU run: search it only
-            # with the cuda probe
-            self.space = self.space.pinned({"allocator": self.space.defaults["allocator"]})
-        if self.probe.name == "cpu" and self.model.params > CPU_PROBE_MAX_PARAMS:
-            raise AutofitError(f"--probe cpu runs real training steps on the CPU and is meant for small models; "
+        can = self.probe.capabilities
+        # what the probe cannot tell apart is held (the user's --set pins win): device-only knobs at the space's
+        # default, unmeasurable ones at the value it can measure
+        held = {k: self.space.defaults[k] for k in sorted(can.unvaried_knobs()) if k in self.space.defaults}
+        held.update(can.fixed_knobs)
+        held = {k: v for k, v in held.items() if k not in self.pins}
+        if held:
+            self.space = self.space.pinned(held)
+        if can.max_params is not None and self.model.params > can.max_params:
+            raise AutofitError(f"--probe {self.probe.name} runs real training steps on the {can.device.upper()} and "
+                               f"is meant for small models (up to {can.max_params / 1e9:g}B parameters); "
                                f"{self.model.name} has {self.model.params / 1e9:.1f}B parameters: use --probe trace "
                                f"(or cuda on a GPU)")
-        if self.probe.name == "cpu":
-            # on the CPU host and device memory are one: ZeRO partitioning and offload cannot be measured there
-            self.space = self.space.pinned({k: v for k, v in (("zero_stage", 0), ("offload", "none"))
-                                            if k not in self.pins})
         self.space, left_out = drop_unsupported_attention(self.space, self.pins, self.model)
         if left_out:
             self.notes.append(left_out)

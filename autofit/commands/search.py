@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..advice import compute_advice, enqueue_from_file, plan_with_requirements, summary_lines
-from ..budget import make_budget
+from ..budget import probe_budget
 from ..knobs import requirement_knobs
 from ..requirements import resolve_requirements
 from ..errors import AutofitError
@@ -104,7 +104,7 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
         raise AutofitError("--screen-margin must be zero or positive")
     prober = get_probe(probe, timeout_s=probe_timeout, screen_margin=screen_margin,
                        cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
+    budget = probe_budget(gpu_mem, headroom, prober.capabilities)
     pins = parse_pins(sets)
     search_space = load_space(space, pins)
     check_pins_for_model(pins, spec.config, search_space.values)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..gpus import GpuSpec
 from ..knobs import TrainingConfig
@@ -14,6 +15,35 @@ from ..trials import Outcome
 # the outcomes under their former names, for code written against autofit.probes; new code uses trials.Outcome
 OK, OOM, INVALID, FAILED, TIMEOUT = Outcome.OK, Outcome.OOM, Outcome.INVALID, Outcome.FAILED, Outcome.TIMEOUT
 OOM_PREDICTED, LOST, INTERRUPTED = Outcome.OOM_PREDICTED, Outcome.LOST, Outcome.INTERRUPTED
+
+
+# knobs that change neither a trace's tensor bytes nor a CPU run: only a run on a CUDA device tells their values
+# apart (the allocator's expandable segments cut fragmentation, not the bytes tensors hold)
+DEVICE_ONLY_KNOBS = frozenset({"allocator"})
+
+
+@dataclass(frozen=True)
+class ProbeCapabilities:
+    """What a probe can do, declared on its class (like Optuna's sampler hooks, with defaults): the search and
+    the budget follow these, never the probe's name, so a probe given as --probe package.module:Class gets
+    the behaviour it declares. The defaults describe an estimating probe that runs nothing on a device (the
+    trace probe). Whether its figures are estimates is `Probe.estimated`."""
+
+    device: Literal["none", "cpu", "cuda"] = "none"  # where it runs training steps; none: it estimates them
+    # the usable budget leaves room for device memory outside the tensors (CUDA context, library workspaces);
+    # on the CPU host and device memory are one, so there is none to leave
+    runtime_reserve: bool = True
+    measures_reserve: bool = False  # that reserve is measured on the visible GPU (else data/runtime.yaml's)
+    # the DEVICE_ONLY_KNOBS it tells apart: searched only when the probe lists them, else held at the space's
+    # default (unless --set pins them)
+    device_knobs: frozenset[str] = frozenset()
+    # knobs it cannot measure, held at the one value it can (unless --set pins them)
+    fixed_knobs: Mapping[str, Any] = field(default_factory=dict)
+    max_params: float | None = None  # the largest model (parameters) it accepts; None: any
+
+    def unvaried_knobs(self) -> frozenset[str]:
+        """Device-only knobs this probe cannot tell apart."""
+        return DEVICE_ONLY_KNOBS - self.device_knobs
 
 
 @dataclass(frozen=True)
@@ -61,8 +91,9 @@ class ProbeResult:
 class Probe(abc.ABC):
     """Measures (or, for the trace probe, estimates) one training configuration."""
 
-    name: str = "probe"
+    name: str = "probe"  # a label, stored with each trial and printed; no behaviour depends on it
     estimated: bool = False
+    capabilities: ProbeCapabilities = ProbeCapabilities()  # immutable: one shared default is safe
 
     @abc.abstractmethod
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:

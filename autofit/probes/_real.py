@@ -27,7 +27,7 @@ from ..lifecycle import probe_dir_prefix, sweep_stale_probe_dirs
 from ..models import ModelSpec
 from ..units import GIB
 from ..trials import DetailKey, Outcome
-from ._base import Probe, ProbeContext, ProbeResult
+from ._base import Probe, ProbeCapabilities, ProbeContext, ProbeResult
 from ._trace import TraceProbe
 
 STDERR_TAIL_LINES = 20
@@ -42,11 +42,20 @@ def default_timeout_s(model: ModelSpec, device: str) -> float:
     return 90.0 + 20.0 * billions  # glm4-9b: about 4.5 minutes
 
 
+# real training steps on a CUDA GPU: the runtime reserve is measured there, and the allocator is searched
+CUDA_CAPABILITIES = ProbeCapabilities(device="cuda", runtime_reserve=True, measures_reserve=True,
+                                      device_knobs=frozenset({"allocator"}))
+# real training steps on the CPU: host and device memory are one (no runtime reserve, and neither ZeRO
+# partitioning nor offload can be measured); a step of a model beyond 2B parameters takes minutes to hours
+CPU_CAPABILITIES = ProbeCapabilities(device="cpu", runtime_reserve=False,
+                                     fixed_knobs={"zero_stage": 0, "offload": "none"}, max_params=2e9)
+
+
 class ChildProcessProbe(Probe):
     """A real probe on `device`, run in a child process."""
 
-    device = "cuda"
     estimated = False
+    capabilities = CUDA_CAPABILITIES
 
     def __init__(self, timeout_s: float | None = None, warmup_steps: int = 1, measured_steps: int = 2,
                  threads: int | None = None):
@@ -60,13 +69,13 @@ class ChildProcessProbe(Probe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         started = time.perf_counter()
-        timeout = self.timeout_s or default_timeout_s(model, self.device)
+        timeout = self.timeout_s or default_timeout_s(model, self.capabilities.device)
         sweep_stale_probe_dirs()  # folders left by a search that was killed with SIGKILL
         with tempfile.TemporaryDirectory(prefix=probe_dir_prefix()) as tmp:
             request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
             stderr_path = Path(tmp, "stderr")
             request = {"model": {"name": model.name, "config": model.config}, "config": config.to_dict(),
-                       "device": self.device, "budget_bytes": context.usable_budget_bytes,
+                       "device": self.capabilities.device, "budget_bytes": context.usable_budget_bytes,
                        "gpus": context.gpus,
                        "warmup": self.warmup_steps, "steps": self.measured_steps,
                        "threads": self.threads or os.cpu_count() or 1}
@@ -124,7 +133,7 @@ class CpuProbe(ChildProcessProbe):
     bytes: the child raises torch.OutOfMemoryError when they pass it. tokens/s is measured."""
 
     name = "cpu"
-    device = "cpu"
+    capabilities = CPU_CAPABILITIES
 
     def __init__(self, timeout_s: float | None = None, warmup_steps: int = 1, measured_steps: int = 1,
                  threads: int | None = None):
@@ -144,7 +153,7 @@ class CudaProbe(ChildProcessProbe):
     allocator capped at the usable budget when the card is larger than --gpu-mem."""
 
     name = "cuda"
-    device = "cuda"
+    capabilities = CUDA_CAPABILITIES
 
     def command(self, request_path: Path, result_path: Path, gpus: int) -> list[str]:
         if gpus > 1:  # a DeepSpeed world: one process per GPU
@@ -162,6 +171,7 @@ class ScreenedProbe(Probe):
     def __init__(self, real: Probe, margin: float | None = 0.10):
         self.real, self.margin, self.tracer = real, margin, TraceProbe()
         self.name = real.name
+        self.capabilities = real.capabilities
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         predicted = self.tracer.run(model, config, context)
