@@ -103,12 +103,13 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
         return
     base = TrainingConfig.from_dict(rec.config)
     own = cache.run(base)  # the recommendation's own trace: deltas compare estimate with estimate
-    found = find_concessions(cache, base, req, space_values, (own.peak_memory_gib, own.tokens_per_s))
+    own_peak, own_tokens_per_s = own.figures()
+    found = find_concessions(cache, base, req, space_values, (own_peak, own_tokens_per_s))
     study.set_user_attr(StudyAttr.CONCESSIONS, [c.to_dict() for c in found])
     front = pareto_frame(study)
     front = front.sort_values("tokens_per_s", ascending=False)
     # each front trial's configuration as stored (a frame column holding a missing value would turn ints to floats)
-    stored_configs = {t.number: t.user_attrs.get(TrialAttr.CONFIG) for t in study.get_trials(deepcopy=False)}
+    stored_configs = {t.number: t.user_attrs.get(TrialAttr.CONFIG) or {} for t in study.get_trials(deepcopy=False)}
     others = [(int(row["number"]), dict(stored_configs[int(row["number"])])) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
     if not plan.probe.estimated:  # a real probe (cpu/cuda): confirm the recommendation's boundary by measuring it
@@ -123,11 +124,11 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
         config = TrainingConfig.from_dict(stored["knobs"])
         if violated_rule(config, plan.model.facts) is None:
             theirs = cache.run(config)
-    if theirs is not None and theirs.peak_memory_gib is not None:
+    if theirs is not None and theirs.peak_memory_gib is not None and theirs.tokens_per_s is not None:
         study.set_user_attr(StudyAttr.FROM_FILE_TRACE, {
             "fits": theirs.state == Outcome.OK, "peak_memory_gib": round(theirs.peak_memory_gib, 3),
             "tokens_per_s": round(theirs.tokens_per_s, 1),
-            "recommended_tokens_per_s": round(own.tokens_per_s, 1)})
+            "recommended_tokens_per_s": round(own_tokens_per_s, 1)})
 
 
 def stored_requirements(study: optuna.Study) -> Requirements | None:

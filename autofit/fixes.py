@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .concessions import LORA_RANK_FOR_FULL, TraceCache
+from .concessions import LORA_RANK_FOR_FULL, TraceCache, memory_rank
 from .knobs import TrainingConfig, knob_specs
 from .rules import violated_rule
 from .trials import Outcome
@@ -48,8 +48,9 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         neutral["attn_implementation"] = [{"attn_implementation": "sdpa"}]
     zero_levels = [{"zero_stage": 2, "offload": "optimizer", "optimizer": "adamw_torch"},
                    {"zero_stage": 3, "offload": "all", "optimizer": "adamw_torch"}]
-    offload_rank = knob_specs()["offload"].memory_rank
-    zero_levels = [z for z in zero_levels if offload_rank(z["offload"]) < offload_rank(config.offload)]
+    offload_spec = knob_specs()["offload"]
+    zero_levels = [z for z in zero_levels
+                   if memory_rank(offload_spec, z["offload"]) < memory_rank(offload_spec, config.offload)]
     if zero_levels:
         neutral["zero"] = zero_levels
     required: dict[str, list[dict]] = {}
@@ -57,8 +58,8 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         required["lora_rank"] = [{"lora_rank": LORA_RANK_FOR_FULL}]
     else:
         quant = [{"quantization": q} for q in ("int8", "nf4")
-                 if knob_specs()["quantization"].memory_rank(q)
-                 < knob_specs()["quantization"].memory_rank(config.quantization)]
+                 if memory_rank(knob_specs()["quantization"], q)
+                 < memory_rank(knob_specs()["quantization"], config.quantization)]
         if quant:
             required["quantization"] = quant
         if config.lora_rank > 8:

@@ -183,7 +183,9 @@ def _features(candidates: CandidateSet, for_memory: bool) -> np.ndarray:
                     columns.append(scaled(ranks))
                 continue
             if for_memory and ordered:
-                columns.append(scaled(np.log2(np.maximum([spec.memory_rank(v) for v in values], 1.0))))
+                # ordered: every value has a rank (memory_rank is None only for knobs without an order)
+                order_ranks = [spec.memory_rank(v) for v in values]
+                columns.append(scaled(np.log2(np.maximum([1.0 if r is None else r for r in order_ranks], 1.0))))
             else:
                 columns.append(scaled(np.log2(np.maximum(np.array(values, dtype=float), 1.0))))
         elif ordered and (for_memory or spec.type == "bool"):
@@ -337,7 +339,7 @@ class AutofitSampler(BaseSampler):
         self._rng = np.random.RandomState(seed)
         self._n_startup = n_startup_trials
         self._record_inferred = record_inferred
-        self._knowledge: dict[int, _Knowledge] = {}  # per study (by storage study id)
+        self._knowledge: dict[tuple[int, int], _Knowledge] = {}  # per study (storage, study id)
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -378,8 +380,9 @@ class AutofitSampler(BaseSampler):
         if not self._record_inferred:
             return
         if not knowledge.recorded:  # first call in this process: results already explained by a record
-            knowledge.recorded = {t.user_attrs.get(TrialAttr.INFERRED_FROM) for t in trials
-                                  if outcome_of(t) == Outcome.OOM_INFERRED} - {None}
+            knowledge.recorded = {t.user_attrs[TrialAttr.INFERRED_FROM] for t in trials
+                                  if outcome_of(t) == Outcome.OOM_INFERRED
+                                  and t.user_attrs.get(TrialAttr.INFERRED_FROM) is not None}
         pending = [(number, index) for number, index in knowledge.oom_sources if number not in knowledge.recorded]
         if not pending:
             return
@@ -392,7 +395,8 @@ class AutofitSampler(BaseSampler):
         sources = [index for _, index in knowledge.oom_sources]
         order = [k for k in RECORD_ALONG if k in self._candidates.searched] + \
                 [k for k in self._candidates.searched if k not in RECORD_ALONG]
-        distributions = {k: CategoricalDistribution(v) for k, v in self._candidates.choices.items()}
+        distributions: dict[str, BaseDistribution] = {k: CategoricalDistribution(v)
+                                                      for k, v in self._candidates.choices.items()}
         for number, index in pending:
             knowledge.recorded.add(number)
             others = [s for s in sources if s != index]
@@ -433,5 +437,7 @@ class AutofitSampler(BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        if not isinstance(param_distribution, CategoricalDistribution):  # every autofit knob is categorical
+            raise TypeError(f"AutofitSampler samples categorical parameters only, not {param_distribution!r}")
         choices = param_distribution.choices
         return choices[self._rng.randint(len(choices))]

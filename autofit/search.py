@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from collections.abc import Callable
 
 import optuna
@@ -26,7 +26,7 @@ from .trials import Outcome, StudyAttr, TrialAttr, is_evaluated, mark_outcome, r
 from .units import GIB
 from .validation import mask_url
 
-DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
+DIRECTIONS: list[Literal["maximize", "minimize"]] = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
 
 
 @dataclass
@@ -108,8 +108,11 @@ def check_budget_reachable(plan: SearchPlan) -> None:
         result = tracer.run(plan.model, config, plan.context)
         if result.state == Outcome.OK:
             return
-        if smallest is None or result.peak_memory_gib < smallest[0]:
-            smallest = (result.peak_memory_gib, config)
+        peak, _ = result.figures()
+        if smallest is None or peak < smallest[0]:
+            smallest = (peak, config)
+    if smallest is None:
+        raise AutofitError(f"--gpu-mem {plan.budget.gpu_mem_text}: the space has no valid configuration to trace")
     need, config = smallest
     knobs = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
     raise AutofitError(
@@ -227,6 +230,8 @@ def run_search(plan: SearchPlan, study: optuna.Study,
                 result = ProbeResult(state=Outcome.FAILED, probe=plan.probe.name, estimated=plan.probe.estimated,
                                      error=f"{type(exc).__name__}: {exc}")
             record_result(trial, result, plan.budget.usable_gib)
-            tell(study, trial, result.state, [result.tokens_per_s, result.peak_memory_gib])
+            values = (None if result.tokens_per_s is None or result.peak_memory_gib is None
+                      else [result.tokens_per_s, result.peak_memory_gib])
+            tell(study, trial, result.state, values)
         if on_trial is not None:
             on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))

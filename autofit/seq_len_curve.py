@@ -11,7 +11,7 @@ from typing import Any
 
 from .concessions import TraceCache
 from .knobs import TrainingConfig
-from .probes import Probe
+from .probes import Probe, ProbeResult
 from .trials import Outcome
 
 GRANULARITY = 256  # seq_len is searched in multiples of this
@@ -85,6 +85,7 @@ def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> 
     start = min(top, max(GRANULARITY, config.seq_len // GRANULARITY * GRANULARITY))
     low, high = (start, None) if fits(start) else (None, start)
     while low is None:  # shrink until something fits
+        assert high is not None  # invariant: each step leaves low or high set
         if high <= GRANULARITY:
             return None, points
         candidate = max(GRANULARITY, high // 2 // GRANULARITY * GRANULARITY)
@@ -124,8 +125,8 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
         label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
         curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
                                   longest_seq_len=longest,
-                                  peak_memory_gib=round(at.peak_memory_gib, 3) if at else None,
-                                  tokens_per_s=round(at.tokens_per_s, 1) if at else None,
+                                  peak_memory_gib=round(at.figures()[0], 3) if at else None,
+                                  tokens_per_s=round(at.figures()[1], 1) if at else None,
                                   capped_at=max_len if longest and longest >= max_len // GRANULARITY * GRANULARITY
                                   else None,
                                   points=sorted(points)))
@@ -142,7 +143,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
         return curve
     real = getattr(probe, "real", probe)  # a screened probe: run the real one, the boundary is what is asked
     top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
-    results = {}
+    results: dict[int, ProbeResult] = {}
 
     def measure(seq_len: int) -> bool:
         result = real.run(cache.model, config.replace(seq_len=seq_len), cache.context)
@@ -152,7 +153,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
         return result.state == Outcome.OK
 
     traced = curve.longest_seq_len
-    longest = traced
+    longest: int | None = traced
     if measure(traced):
         if traced + GRANULARITY <= top and measure(traced + GRANULARITY):
             longest = traced + GRANULARITY  # fits beyond the estimate: at least this long (not searched further)
@@ -169,14 +170,15 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     curve.trace_longest_seq_len = traced
     curve.longest_seq_len = longest
     curve.confirmed = "measured" if longest == traced else "moved"
-    at = results.get(longest)
+    at = None if longest is None else results.get(longest)
     if at is not None and at.state == Outcome.OK:
-        curve.peak_memory_gib = round(at.peak_memory_gib, 3)
+        curve.peak_memory_gib = None if at.peak_memory_gib is None else round(at.peak_memory_gib, 3)
         curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
     elif longest is not None:  # not measured there: the trace's figures
         traced_at = cache.run(config.replace(seq_len=longest))
-        curve.peak_memory_gib = round(traced_at.peak_memory_gib, 3)
-        curve.tokens_per_s = round(traced_at.tokens_per_s, 1)
+        traced_peak, traced_tokens_per_s = traced_at.figures()
+        curve.peak_memory_gib = round(traced_peak, 3)
+        curve.tokens_per_s = round(traced_tokens_per_s, 1)
     else:
         curve.peak_memory_gib = curve.tokens_per_s = None
     curve.capped_at = max_len if longest and longest >= top else None

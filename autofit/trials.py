@@ -176,11 +176,11 @@ def record_result(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, values: list[float] | None = None) -> None:
-    """End the trial in Optuna: ok -> COMPLETE with (tokens/s, peak GiB); out of memory -> PRUNED (the
-    sampler learns from it); anything else -> FAIL."""
+    """End the trial in Optuna: ok -> COMPLETE with `values` (tokens/s, peak GiB); out of memory -> PRUNED
+    (the sampler learns from it); anything else, and ok without both figures, -> FAIL (as Optuna would)."""
     from optuna.trial import TrialState
 
-    if outcome == Outcome.OK:
+    if outcome == Outcome.OK and values is not None:
         study.tell(trial, values)
     elif outcome in (Outcome.OOM, Outcome.OOM_PREDICTED):
         study.tell(trial, state=TrialState.PRUNED)

@@ -32,7 +32,7 @@ def check(file: str, gpu_mem: str, model: str | None, gpu: str | None, gpus: int
     result = cache.run(config)
     fits = result.state == Outcome.OK
     fixes = [] if fits else fewest_changes(cache, config)
-    answer = {"fits": fits, "peak_memory_gib": round(result.peak_memory_gib, 3),
+    answer = {"fits": fits, "peak_memory_gib": round(result.figures()[0], 3),
               "usable_budget_gib": round(budget.usable_gib, 3), "config": config.to_dict(),
               "suggestions": [f.to_dict() for f in fixes]}
     extra = {"model": spec.name, "format": trainer.format, "tokens_per_s": result.tokens_per_s,

@@ -31,11 +31,13 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
     check_valid(config, spec.facts)
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     result = TraceProbe().run(spec, config, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
+    peak, tokens_per_s = result.figures()
     return {
         "model": spec.name, "params": spec.params, "gpu_mem": gpu_mem, "usable_budget_gib": round(budget.usable_gib, 3),
         "fits": result.state == Outcome.OK, "probe": result.probe, "estimated": result.estimated,
-        "peak_memory_gib": round(result.peak_memory_gib, 3), "tokens_per_s": round(result.tokens_per_s, 1),
-        "step_time_s": round(result.step_time_s, 4), "gpu": card.key, "gpu_source": source, "gpus": gpus,
+        "peak_memory_gib": round(peak, 3), "tokens_per_s": round(tokens_per_s, 1),
+        "step_time_s": None if result.step_time_s is None else round(result.step_time_s, 4),
+        "gpu": card.key, "gpu_source": source, "gpus": gpus,
         "config": config.to_dict(), "breakdown_gib": {k: round(v, 3) for k, v in result.breakdown_gib.items()},
         "peak_phase": result.details.get("peak_phase"), "trainable_params": result.details.get("trainable_params"),
         "notes": [left_out] if left_out else [],

@@ -77,6 +77,12 @@ class ProbeResult:
     def __post_init__(self) -> None:
         self.state = Outcome(self.state)  # a probe of one's own may return "ok": one type from here on
 
+    def figures(self) -> tuple[float, float]:
+        """(peak GiB, tokens/s) of a result that has both, as every trace result has; ValueError otherwise."""
+        if self.peak_memory_gib is None or self.tokens_per_s is None:
+            raise ValueError(f"the {self.probe} probe's result ({self.state}) has no peak memory or tokens/s")
+        return self.peak_memory_gib, self.tokens_per_s
+
     @property
     def prediction_error_pct(self) -> float | None:
         """(predicted - measured allocated) / measured allocated, in percent."""

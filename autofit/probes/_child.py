@@ -110,7 +110,7 @@ def probe(request: dict) -> dict:
             if result["state"] == Outcome.OK:
                 raise
             result["measure_error"] = f"{type(exc).__name__}: {exc}"
-    else:
+    elif tracker is not None:  # the CPU: the tracker counted the live tensor bytes
         train = tracker.phases.get("train")
         peak = train.peak_bytes if train else max(r.peak_bytes for r in tracker.phases.values())
         result["peak_allocated_bytes"] = result["peak_reserved_bytes"] = peak

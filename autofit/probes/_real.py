@@ -175,14 +175,16 @@ class ScreenedProbe(Probe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         predicted = self.tracer.run(model, config, context)
-        limit = float("inf") if self.margin is None else context.usable_budget_bytes * (1 + self.margin) / GIB
-        if predicted.peak_memory_gib > limit:
+        peak, _ = predicted.figures()
+        factor = None if self.margin is None else 1 + self.margin
+        limit = float("inf") if factor is None else context.usable_budget_bytes * factor / GIB
+        if factor is not None and peak > limit:
             return ProbeResult(
                 state=Outcome.OOM_PREDICTED, probe=self.name, estimated=True,
-                peak_memory_gib=predicted.peak_memory_gib,
+                peak_memory_gib=peak,
                 tokens_per_s=predicted.tokens_per_s, breakdown_gib=predicted.breakdown_gib,
-                predicted_peak_gib=predicted.peak_memory_gib, duration_s=predicted.duration_s,
-                error=f"trace predicts {predicted.peak_memory_gib:.2f} GiB, above the budget x {1 + self.margin:.2f} "
+                predicted_peak_gib=peak, duration_s=predicted.duration_s,
+                error=f"trace predicts {peak:.2f} GiB, above the budget x {factor:.2f} "
                       f"= {limit:.2f} GiB: not run")
         result = self.real.run(model, config, context)
         result.predicted_peak_gib = predicted.peak_memory_gib
