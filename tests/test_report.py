@@ -263,7 +263,7 @@ def test_real_report_in_chromium(browser, searched):
         .find(b => b.value === 'ok'); box.click();
         return Array.from(document.querySelectorAll('#trials tbody tr')).filter(r => r.style.display !== 'none')
         .map(r => r.dataset.state); })()""")
-    assert shown and "ok" not in shown
+    assert shown and Outcome.OK not in shown
     peaks = browser.evaluate("""(() => { document.querySelectorAll('#state-filter input').forEach(b => {
           if (!b.checked) b.click(); });
         const heads = Array.from(document.querySelectorAll('#trials thead tr.names th'));
