@@ -14,12 +14,9 @@ from .errors import AutofitError
 from .knobs import TrainingConfig
 from .requirements import Requirements, concedable_defaults
 from .results import Recommendation, pareto_frame, recommend
-from .sampler import STATE_ATTR
+from .trials import Outcome, StudyAttr, TrialAttr, outcome_of
 from .seq_len_curve import CSV_COLUMNS, confirm_boundary, seq_len_curves
 
-REQUIREMENTS_ATTR, CONCESSIONS_ATTR, CURVE_ATTR = "requirements", "concessions", "seq_len_curve"
-FROM_FILE_ATTR, FROM_FILE_TRACE_ATTR = "from_file", "from_file_trace"
-FROM_FILE_TRIAL_ATTR = "from_file"  # trial user attr: this trial is the user's own file, enqueued first
 
 
 def enqueue_from_file(plan, study: optuna.Study, trainer) -> str:
@@ -29,7 +26,6 @@ def enqueue_from_file(plan, study: optuna.Study, trainer) -> str:
     candidate of the pinned space; a resumed study that already holds it is left alone. Returns a line saying
     what was done."""
     from .rules import violated_rule
-    from .sampler import CONFIG_KEY_ATTR
 
     config = TrainingConfig.from_dict(trainer.knobs)
     index = plan.candidates.index_of_config(config)
@@ -43,9 +39,9 @@ def enqueue_from_file(plan, study: optuna.Study, trainer) -> str:
         return f"Your file's configuration is not probed: {why}."
     key = config.key()
     for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get(CONFIG_KEY_ATTR) == key or trial.user_attrs.get(FROM_FILE_TRIAL_ATTR):
+        if trial.user_attrs.get(TrialAttr.CONFIG_KEY) == key or trial.user_attrs.get(TrialAttr.FROM_FILE):
             return f"Your file's configuration is already in the study (trial {trial.number})."
-    study.enqueue_trial(plan.candidates.params(index), user_attrs={FROM_FILE_TRIAL_ATTR: str(trainer.path)})
+    study.enqueue_trial(plan.candidates.params(index), user_attrs={TrialAttr.FROM_FILE: str(trainer.path)})
     return "Your file's configuration is enqueued as the search's first trial (its starting point)."
 
 
@@ -96,33 +92,31 @@ def plan_with_requirements(make_plan, req: Requirements, check, space_values: di
 
 def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: dict[str, tuple]) -> None:
     """Trace the concessions and the sequence-length curves for the study's recommendation; store them."""
-    study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
+    study.set_user_attr(StudyAttr.REQUIREMENTS, req.to_attrs())
     rec = recommend(study)
     cache = TraceCache(plan.model, plan.context)
     if rec is None:  # what fits by giving up one requirement, from the cheapest configurations
         minimal = [plan.candidates.configs[i] for i in plan.candidates.minimal()]
         found = concessions_that_fit(cache, minimal, req, space_values)
-        study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
-        study.set_user_attr(CURVE_ATTR, [])
+        study.set_user_attr(StudyAttr.CONCESSIONS, [c.to_dict() for c in found])
+        study.set_user_attr(StudyAttr.SEQ_LEN_CURVE, [])
         return
     base = TrainingConfig.from_dict(rec.config)
     own = cache.run(base)  # the recommendation's own trace: deltas compare estimate with estimate
-    reference = None if own.peak_memory_gib is None or own.tokens_per_s is None else \
-        (own.peak_memory_gib, own.tokens_per_s)
-    found = find_concessions(cache, base, req, space_values, reference)
-    study.set_user_attr(CONCESSIONS_ATTR, [c.to_dict() for c in found])
+    own_peak, own_tokens_per_s = own.figures()
+    found = find_concessions(cache, base, req, space_values, (own_peak, own_tokens_per_s))
+    study.set_user_attr(StudyAttr.CONCESSIONS, [c.to_dict() for c in found])
     front = pareto_frame(study)
     front = front.sort_values("tokens_per_s", ascending=False)
     # each front trial's configuration as stored (a frame column holding a missing value would turn ints to floats)
-    stored_configs: dict[int, dict[str, Any]] = {t.number: t.user_attrs["config"]
-                                                 for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
+    stored_configs = {t.number: t.user_attrs.get(TrialAttr.CONFIG) or {} for t in study.get_trials(deepcopy=False)}
     others = [(int(row["number"]), dict(stored_configs[int(row["number"])])) for _, row in front.iterrows()]
     curves = seq_len_curves(cache, (rec.trial.number, rec.config), others, plan.model.max_positions)
     if not plan.probe.estimated:  # a real probe (cpu/cuda): confirm the recommendation's boundary by measuring it
         recommended = next(c for c in curves if c.recommended)
         confirm_boundary(recommended, base, plan.probe, cache, plan.model.max_positions)
-    study.set_user_attr(CURVE_ATTR, [{**c.row(), "points": c.points} for c in curves])
-    stored = study.user_attrs.get(FROM_FILE_ATTR)
+    study.set_user_attr(StudyAttr.SEQ_LEN_CURVE, [{**c.row(), "points": c.points} for c in curves])
+    stored = study.user_attrs.get(StudyAttr.FROM_FILE)
     theirs = None
     if stored:  # the user's own file as it is, against the recommendation (both traced: like with like)
         from .rules import violated_rule
@@ -130,29 +124,23 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
         config = TrainingConfig.from_dict(stored["knobs"])
         if violated_rule(config, plan.model.facts) is None:
             theirs = cache.run(config)
-    if theirs is not None and theirs.peak_memory_gib is not None:
-        if theirs.tokens_per_s is None or own.tokens_per_s is None:  # the trace estimates tokens/s with the peak
-            raise ValueError("the trace probe left out tokens/s")
-        study.set_user_attr(FROM_FILE_TRACE_ATTR, {
-            "fits": theirs.state == "ok", "peak_memory_gib": round(theirs.peak_memory_gib, 3),
-            "tokens_per_s": _round1(theirs.tokens_per_s),
-            "recommended_tokens_per_s": _round1(own.tokens_per_s)})
-
-
-def _round1(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    if theirs is not None and theirs.peak_memory_gib is not None and theirs.tokens_per_s is not None:
+        study.set_user_attr(StudyAttr.FROM_FILE_TRACE, {
+            "fits": theirs.state == Outcome.OK, "peak_memory_gib": round(theirs.peak_memory_gib, 3),
+            "tokens_per_s": round(theirs.tokens_per_s, 1),
+            "recommended_tokens_per_s": round(own_tokens_per_s, 1)})
 
 
 def stored_requirements(study: optuna.Study) -> Requirements | None:
-    return Requirements.from_attrs(study.user_attrs.get(REQUIREMENTS_ATTR))
+    return Requirements.from_attrs(study.user_attrs.get(StudyAttr.REQUIREMENTS))
 
 
 def stored_concessions(study: optuna.Study) -> list[dict[str, Any]]:
-    return list(study.user_attrs.get(CONCESSIONS_ATTR) or [])
+    return list(study.user_attrs.get(StudyAttr.CONCESSIONS) or [])
 
 
 def stored_curves(study: optuna.Study) -> list[dict[str, Any]]:
-    return list(study.user_attrs.get(CURVE_ATTR) or [])
+    return list(study.user_attrs.get(StudyAttr.SEQ_LEN_CURVE) or [])
 
 
 def seq_len_csv(study: optuna.Study) -> str | None:
@@ -197,15 +185,17 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
     if concessions:
         lines.append("Concessions (each gives up one requirement; against the recommendation):")
         lines += [f"  - {c.text}" for c in concessions]
-    own_trial = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(FROM_FILE_TRIAL_ATTR)), None)
-    if own_trial is not None and own_trial.user_attrs.get(STATE_ATTR):
+    own_trial = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TrialAttr.FROM_FILE)), None)
+    outcome = None if own_trial is None else outcome_of(own_trial)
+    if own_trial is not None and outcome is not None:
         attrs = own_trial.user_attrs
-        measured = "estimated" if attrs.get("estimated") else f"measured by the {attrs.get('probe')} probe"
-        figures = (f", peak {attrs['peak_memory_gib']:.2f} GiB, {attrs['tokens_per_s'] or 0:,.0f} tokens/s"
-                   if attrs.get("peak_memory_gib") is not None else "")
-        lines.append(f"Your file's configuration was probed as trial {own_trial.number}: {attrs[STATE_ATTR]}{figures} "
+        measured = ("estimated" if attrs.get(TrialAttr.ESTIMATED)
+                    else f"measured by the {attrs.get(TrialAttr.PROBE)} probe")
+        peak, tps = attrs.get(TrialAttr.PEAK_MEMORY_GIB), attrs.get(TrialAttr.TOKENS_PER_S)
+        figures = f", peak {peak:.2f} GiB, {tps or 0:,.0f} tokens/s" if peak is not None else ""
+        lines.append(f"Your file's configuration was probed as trial {own_trial.number}: {outcome}{figures} "
                      f"({measured}; in trials.csv)")
-    theirs = study.user_attrs.get(FROM_FILE_TRACE_ATTR)
+    theirs = study.user_attrs.get(StudyAttr.FROM_FILE_TRACE)
     if theirs:
         ours, mine = theirs["recommended_tokens_per_s"], theirs["tokens_per_s"]
         gain = 100.0 * (ours / mine - 1) if mine else 0

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import AutofitError
 from .runtime import runtime_constants
 from .units import GIB, parse_size
 from .validation import check_gpu_mem
+
+if TYPE_CHECKING:
+    from .probes import ProbeCapabilities
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,10 @@ def make_budget(gpu_mem: str, headroom: float | None = None, measure: bool = Fal
         raise AutofitError(f"--gpu-mem {gpu_mem} leaves nothing usable after the CUDA runtime reserve "
                            f"({reserve / GIB:.2f} GiB) and headroom ({headroom:.0%})")
     return budget
+
+
+def probe_budget(gpu_mem: str, headroom: float | None, capabilities: ProbeCapabilities) -> Budget:
+    """The budget a probe searches under, as it declares: a runtime reserve or none (CPU), measured on the
+    visible GPU or data/runtime.yaml's."""
+    return make_budget(gpu_mem, headroom, measure=capabilities.measures_reserve,
+                       runtime_reserve=capabilities.runtime_reserve)

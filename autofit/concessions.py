@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from collections.abc import Iterable
 
-from .knobs import TrainingConfig, knob_specs, requirement_knobs
+from .knobs import KnobSpec, TrainingConfig, knob_specs, requirement_knobs
 from .models import ModelSpec
-from .probes import OK, ProbeContext, ProbeResult, TraceProbe
+from .probes import ProbeContext, ProbeResult, TraceProbe
+from .trials import Outcome
 from .requirements import Requirements
 from .rules import violated_rule
 
@@ -35,7 +36,7 @@ class TraceCache:
         return self._results[key]
 
     def fits(self, config: TrainingConfig) -> bool:
-        return self.run(config).state == OK
+        return self.run(config).state == Outcome.OK
 
     def __len__(self) -> int:
         return len(self._results)
@@ -78,6 +79,15 @@ class Concession:
         return {**asdict(self), "text": self.text}
 
 
+def memory_rank(spec: KnobSpec, value: Any) -> float:
+    """The knob's memory rank of `value`; for knobs with a memory order (the ones concessions and fixes move
+    along), ValueError for one without."""
+    rank = spec.memory_rank(value)
+    if rank is None:
+        raise ValueError(f"{spec.name} has no memory order (data/knobs.yaml memory_order)")
+    return rank
+
+
 def _show(knob: str, value: Any) -> str:
     return "0 (full fine-tuning)" if knob == "lora_rank" and value == 0 else str(value)
 
@@ -91,8 +101,8 @@ def alternatives(knob: str, required: Any, space_values: Iterable[Any]) -> list[
         values = [required // 2, required // 4]
         return [v for v in values if v >= 128]
     below = [v for v in dict.fromkeys(space_values) if v != 0 or knob != "lora_rank"]
-    below = [v for v in below if spec.ordered_rank(v) < spec.ordered_rank(required)]
-    below.sort(key=lambda v: -spec.ordered_rank(v))
+    below = [v for v in below if memory_rank(spec, v) < memory_rank(spec, required)]
+    below.sort(key=lambda v: -memory_rank(spec, v))
     return below[:2]
 
 
@@ -126,15 +136,14 @@ def find_concessions(cache: TraceCache, base: TrainingConfig, req: Requirements,
 
 
 def _make(knob, value, required, result: ProbeResult, reference, applied=False) -> Concession:
-    if result.peak_memory_gib is None:
-        raise ValueError(f"no peak for {knob}={value}: a concession needs the trace's estimate")
+    peak = result.figures()[0]  # a trace: always has figures
     peak_delta = tokens_pct = None
     if reference is not None and reference[0] is not None:
-        peak_delta = result.peak_memory_gib - reference[0]
+        peak_delta = peak - reference[0]
         if reference[1] and result.tokens_per_s is not None:
             tokens_pct = 100.0 * (result.tokens_per_s / reference[1] - 1)
-    return Concession(knob=knob, value=value, required=required, fits=result.state == OK,
-                      peak_memory_gib=round(result.peak_memory_gib, 3),
+    return Concession(knob=knob, value=value, required=required, fits=result.state == Outcome.OK,
+                      peak_memory_gib=round(peak, 3),
                       tokens_per_s=round(result.tokens_per_s or 0.0, 1),
                       peak_delta_gib=None if peak_delta is None else round(peak_delta, 3),
                       tokens_delta_pct=None if tokens_pct is None else round(tokens_pct, 1), applied=applied)

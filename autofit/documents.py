@@ -73,10 +73,10 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 def write_back_outputs(study: optuna.Study, out: Path) -> dict[str, str]:
     """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
     of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
-    from .advice import FROM_FILE_ATTR
+    from .trials import StudyAttr
     from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
 
-    stored = study.user_attrs.get(FROM_FILE_ATTR)
+    stored = study.user_attrs.get(StudyAttr.FROM_FILE)
     rec = recommend(study)
     if not stored or rec is None:
         return {}

@@ -10,9 +10,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .concessions import LORA_RANK_FOR_FULL, TraceCache
+from .concessions import LORA_RANK_FOR_FULL, TraceCache, memory_rank
 from .knobs import TrainingConfig, knob_specs
 from .rules import violated_rule
+from .trials import Outcome
 
 MAX_TRACES = 40  # a bound on the work (a 9B trace takes about a second on 2 cores)
 
@@ -47,8 +48,9 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         neutral["attn_implementation"] = [{"attn_implementation": "sdpa"}]
     zero_levels = [{"zero_stage": 2, "offload": "optimizer", "optimizer": "adamw_torch"},
                    {"zero_stage": 3, "offload": "all", "optimizer": "adamw_torch"}]
-    offload_rank = knob_specs()["offload"].ordered_rank
-    zero_levels = [z for z in zero_levels if offload_rank(z["offload"]) < offload_rank(config.offload)]
+    offload_spec = knob_specs()["offload"]
+    zero_levels = [z for z in zero_levels
+                   if memory_rank(offload_spec, z["offload"]) < memory_rank(offload_spec, config.offload)]
     if zero_levels:
         neutral["zero"] = zero_levels
     required: dict[str, list[dict]] = {}
@@ -56,8 +58,8 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
         required["lora_rank"] = [{"lora_rank": LORA_RANK_FOR_FULL}]
     else:
         quant = [{"quantization": q} for q in ("int8", "nf4")
-                 if knob_specs()["quantization"].ordered_rank(q)
-                 < knob_specs()["quantization"].ordered_rank(config.quantization)]
+                 if memory_rank(knob_specs()["quantization"], q)
+                 < memory_rank(knob_specs()["quantization"], config.quantization)]
         if quant:
             required["quantization"] = quant
         if config.lora_rank > 8:
@@ -83,7 +85,7 @@ def fewest_changes(cache: TraceCache, config: TrainingConfig, want: int = 3) -> 
             return False, None
         budget[0] -= 0 if candidate.key() in cache._results else 1
         result = cache.run(candidate)
-        return result.state == "ok", result
+        return result.state == Outcome.OK, result
 
     groups = {**neutral, **required}
     tiers = sorted(((r, n) for r in range(len(required) + 1) for n in range(len(neutral) + 1) if r + n > 0),

@@ -12,33 +12,33 @@ import pandas as pd
 from .knobs import KNOBS, moving_parts
 from .requirements import Requirements
 from .runtime import runtime_constants
-from .sampler import STATE_ATTR
+from .trials import DetailKey, Outcome, StudyAttr, TrialAttr, outcome_of
 from .units import GIB
 
-MEASURED_COLUMNS = ["predicted_peak_gib", "peak_allocated_gib", "peak_reserved_gib", "prediction_error_pct"]
-TRIAL_COLUMNS = ["number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "estimated",
-                 "duration_s", *MEASURED_COLUMNS, "runtime_reserve_gib", "error"]
+MEASURED_COLUMNS = [TrialAttr.PREDICTED_PEAK_GIB, TrialAttr.PEAK_ALLOCATED_GIB, TrialAttr.PEAK_RESERVED_GIB,
+                    TrialAttr.PREDICTION_ERROR_PCT]
+# trials.csv columns that are the trial attribute of the same name
+ATTR_COLUMNS = [TrialAttr.PEAK_MEMORY_GIB, TrialAttr.TOKENS_PER_S, TrialAttr.PROBE, TrialAttr.ESTIMATED,
+                TrialAttr.DURATION_S, *MEASURED_COLUMNS]
+TRIAL_COLUMNS = ["number", "state", *KNOBS, *ATTR_COLUMNS, "runtime_reserve_gib", TrialAttr.ERROR]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per finished trial: number, autofit state, every knob, peak memory, tokens/s, probe, duration."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        state = t.user_attrs.get(STATE_ATTR)
+        state = outcome_of(t)
         if state is None:
             continue  # running, or asked but never told
-        config = t.user_attrs.get("config")
+        config = t.user_attrs.get(TrialAttr.CONFIG)
         if not config:  # an orphan of a claim, reaped as lost: it never held a configuration, so nothing to list
             continue
         # cuda probes: device memory outside PyTorch's allocator (context, workspaces), measured in the child
-        reserve = t.user_attrs.get("details", {}).get("runtime_reserve_bytes")
-        rows.append({"number": t.number, "state": state, **{k: config.get(k) for k in KNOBS},
-                     "peak_memory_gib": t.user_attrs.get("peak_memory_gib"),
-                     "tokens_per_s": t.user_attrs.get("tokens_per_s"), "probe": t.user_attrs.get("probe"),
-                     "estimated": t.user_attrs.get("estimated"), "duration_s": t.user_attrs.get("duration_s"),
-                     **{k: t.user_attrs.get(k) for k in MEASURED_COLUMNS},
+        reserve = t.user_attrs.get(TrialAttr.DETAILS, {}).get(DetailKey.RUNTIME_RESERVE_BYTES)
+        rows.append({"number": t.number, "state": state.value, **{k: config.get(k) for k in KNOBS},
+                     **{k: t.user_attrs.get(k) for k in ATTR_COLUMNS},
                      "runtime_reserve_gib": None if reserve is None else reserve / GIB,
-                     "error": t.user_attrs.get("error")})
+                     "error": t.user_attrs.get(TrialAttr.ERROR)})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
@@ -46,7 +46,7 @@ def pareto_frame(study: optuna.Study) -> pd.DataFrame:
     """The Pareto front (Optuna's best_trials: non-dominated feasible trials), by ascending peak memory."""
     numbers = {t.number for t in study.best_trials}
     frame = trials_frame(study)
-    front = frame[frame["number"].isin(numbers) & (frame["state"] == "ok")]
+    front = frame[frame["number"].isin(numbers) & (frame["state"] == Outcome.OK.value)]
     return front.sort_values(["peak_memory_gib", "tokens_per_s"], ascending=[True, False]).reset_index(drop=True)
 
 
@@ -69,8 +69,8 @@ def _tolerance(fastest: optuna.trial.FrozenTrial) -> float:
     """The noise of the fastest trial's tokens/s: the stated share for estimates, and for measured probes the
     larger of that and its own step-time spread."""
     share = float(runtime_constants()["simplest_within"])
-    steps = (fastest.user_attrs.get("details") or {}).get("measured_steps_s")
-    if not fastest.user_attrs.get("estimated") and steps and len(steps) > 1:
+    steps = (fastest.user_attrs.get(TrialAttr.DETAILS) or {}).get(DetailKey.MEASURED_STEPS_S)
+    if not fastest.user_attrs.get(TrialAttr.ESTIMATED) and steps and len(steps) > 1:
         ordered = sorted(steps)
         median = ordered[len(ordered) // 2]
         if median > 0:
@@ -86,7 +86,7 @@ def _parts_text(config: dict[str, Any]) -> str:
 def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials that fit the budget."""
     return [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(STATE_ATTR) == "ok"
+            if t.state == optuna.trial.TrialState.COMPLETE and outcome_of(t) == Outcome.OK
             and all(v <= 0 for v in t.constraints.values())]
 
 
@@ -95,12 +95,12 @@ def recommend(study: optuna.Study) -> Recommendation | None:
     stored requirements (conceded defaults included), those within the noise of the fastest, the one with the
     fewest moving parts (knobs.yaml); ties go to higher tokens/s, then lower peak memory. A study without stored
     requirements (older autofit) takes the fastest feasible trial."""
-    req = Requirements.from_attrs(study.user_attrs.get("requirements"))
-    gpus = study.user_attrs.get("gpus", 1)
+    req = Requirements.from_attrs(study.user_attrs.get(StudyAttr.REQUIREMENTS))
+    gpus = study.user_attrs.get(StudyAttr.GPUS, 1)
     feasible = feasible_trials(study)
     if req is not None:
         pinned = Requirements(values=req.pins(), sources=req.sources, global_batch=req.global_batch)
-        feasible = [t for t in feasible if pinned.meets(t.user_attrs["config"], gpus)]
+        feasible = [t for t in feasible if pinned.meets(t.user_attrs[TrialAttr.CONFIG], gpus)]
     if not feasible:
         return None
     fastest = max(feasible, key=lambda t: (t.values[0], -t.values[1]))
@@ -108,18 +108,22 @@ def recommend(study: optuna.Study) -> Recommendation | None:
     if req is not None:
         tolerance = _tolerance(fastest)
         close = [t for t in feasible if t.values[0] >= fastest.values[0] * (1 - tolerance)]
-        best = min(close, key=lambda t: (sum(moving_parts(t.user_attrs["config"]).values()), -t.values[0], t.values[1]))
+        best = min(close, key=lambda t: (sum(moving_parts(t.user_attrs[TrialAttr.CONFIG]).values()), -t.values[0],
+                                         t.values[1]))
         if best.number != fastest.number:
             gap = 1 - best.values[0] / fastest.values[0]
             gap_text = f"{gap:.1%}" if gap >= 0.001 else "less than 0.1%"
             reason = (f"the simplest within {tolerance:.0%} of the fastest (the estimate's noise): trial "
-                      f"{fastest.number} is {gap_text} faster but adds {_parts_text(fastest.user_attrs['config'])}; "
-                      f"this one adds {_parts_text(best.user_attrs['config'])}")
+                      f"{fastest.number} is {gap_text} faster but adds "
+                      f"{_parts_text(fastest.user_attrs[TrialAttr.CONFIG])}; "
+                      f"this one adds {_parts_text(best.user_attrs[TrialAttr.CONFIG])}")
         else:
             reason += (f", and nothing within {tolerance:.0%} of it is simpler "
-                       f"(moving parts: {_parts_text(best.user_attrs['config'])})")
-    return Recommendation(trial=best, config=best.user_attrs["config"], peak_memory_gib=best.values[1],
-                          tokens_per_s=best.values[0], breakdown_gib=best.user_attrs.get("breakdown_gib", {}),
-                          estimated=bool(best.user_attrs.get("estimated")), probe=best.user_attrs.get("probe", ""),
+                       f"(moving parts: {_parts_text(best.user_attrs[TrialAttr.CONFIG])})")
+    return Recommendation(trial=best, config=best.user_attrs[TrialAttr.CONFIG], peak_memory_gib=best.values[1],
+                          tokens_per_s=best.values[0],
+                          breakdown_gib=best.user_attrs.get(TrialAttr.BREAKDOWN_GIB, {}),
+                          estimated=bool(best.user_attrs.get(TrialAttr.ESTIMATED)),
+                          probe=best.user_attrs.get(TrialAttr.PROBE, ""),
                           reason=reason, fastest_trial=None if best.number == fastest.number else fastest.number,
                           tolerance=tolerance)

@@ -44,19 +44,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .candidates import CandidateSet
 from .knobs import knob_specs
-from .probes._base import EVALUATED, INVALID, OK, OOM, OOM_PREDICTED
+from .trials import HELD, OOM_STATES, Outcome, StudyAttr, TrialAttr, outcome_of
 
-# user attribute holding autofit's outcome of a trial (ok, oom, invalid, failed, ...)
-STATE_ATTR = "autofit_state"
-CONFIG_KEY_ATTR = "config_key"
-OOM_INFERRED = "oom-inferred"
-INFERRED_FROM_ATTR = "inferred_from"
-OOM_STATES = (OOM, OOM_PREDICTED, OOM_INFERRED)
 # the knobs along which an out-of-memory result's next step is recorded as oom-inferred, in order of preference
 # (the axes the search bisects per setting of the other knobs); then the other searched knobs
 RECORD_ALONG = ("per_device_train_batch_size", "seq_len")
-# outcomes that keep a configuration from being proposed again
-_HELD = (*EVALUATED, INVALID, OOM_PREDICTED, OOM_INFERRED)
 
 # probabilists' Gauss-Hermite nodes and weights: expectations over a normal predictive distribution
 _GH_NODES = np.array([-2.856970013872806, -1.355626179974266, 0.0, 1.355626179974266, 2.856970013872806])
@@ -191,7 +183,9 @@ def _features(candidates: CandidateSet, for_memory: bool) -> np.ndarray:
                     columns.append(scaled(ranks))
                 continue
             if for_memory and ordered:
-                columns.append(scaled(np.log2(np.maximum([spec.memory_rank(v) for v in values], 1.0))))
+                # ordered: every value has a rank (memory_rank is None only for knobs without an order)
+                order_ranks = [spec.memory_rank(v) for v in values]
+                columns.append(scaled(np.log2(np.maximum([1.0 if r is None else r for r in order_ranks], 1.0))))
             else:
                 columns.append(scaled(np.log2(np.maximum(np.array(values, dtype=float), 1.0))))
         elif ordered and (for_memory or spec.type == "bool"):
@@ -229,7 +223,7 @@ class _Knowledge:
     def __init__(self, candidates: CandidateSet):
         self.c = candidates
         n = len(candidates)
-        self.seen: dict[int, str] = {}  # trial number -> the outcome already absorbed
+        self.seen: dict[int, Outcome] = {}  # trial number -> the outcome already absorbed
         self.held = np.zeros(n, dtype=bool)  # finished trials that keep a candidate from being proposed
         self.oom = np.zeros(n, dtype=bool)  # out of memory: probed, predicted or implied by dominance
         self.fits = np.zeros(n, dtype=bool)  # fits: probed ok or below an ok one
@@ -243,7 +237,7 @@ class _Knowledge:
         self.tps_gp = _GP(_features(candidates, for_memory=False))
 
     def index_of(self, trial: FrozenTrial) -> int | None:
-        key = trial.user_attrs.get(CONFIG_KEY_ATTR)
+        key = trial.user_attrs.get(TrialAttr.CONFIG_KEY)
         if key:
             return self.c._keys.get(key)
         return self.c.index_of_params(trial.params) if trial.params else None
@@ -252,11 +246,11 @@ class _Knowledge:
         """Absorb the trials finished since the last call; returns all trials."""
         trials = study.get_trials(deepcopy=False) if trials is None else trials
         if self.budget is None:
-            budget = study.user_attrs.get("usable_budget_gib")
+            budget = study.user_attrs.get(StudyAttr.USABLE_BUDGET_GIB)
             self.budget = float(budget) if budget is not None else None
         for trial in trials:
-            state = trial.user_attrs.get(STATE_ATTR)
-            if state not in _HELD or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            state = outcome_of(trial)
+            if state is None or state not in HELD or trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 continue
             if self.seen.get(trial.number) == state:
                 continue
@@ -267,24 +261,24 @@ class _Knowledge:
             self._absorb(trial, index, state)
         return trials
 
-    def _absorb(self, trial: FrozenTrial, index: int, state: str) -> None:
+    def _absorb(self, trial: FrozenTrial, index: int, state: Outcome) -> None:
         self.held[index] = True
-        peak = trial.user_attrs.get("peak_memory_gib")
+        peak = trial.user_attrs.get(TrialAttr.PEAK_MEMORY_GIB)
         if self.budget is None and peak is not None and "memory" in trial.constraints:
             self.budget = float(peak) - float(trial.constraints["memory"])
         if state in OOM_STATES:
             above = self.c.at_least_as_large_as(index)
             self.oom |= above
-            if state != OOM_INFERRED:
+            if state != Outcome.OOM_INFERRED:
                 self.oom_sources.append((trial.number, index))
-        if peak is not None and peak > 0 and state in (OK, *OOM_STATES):
+        if peak is not None and peak > 0 and state in (Outcome.OK, *OOM_STATES):
             below = self.c.at_most_as_large_as(index)
             self.mem_hi[below] = np.minimum(self.mem_hi[below], peak)
             self.mem_gp.add(index, math.log(peak))
-        elif state in (OOM, OOM_PREDICTED) and self.budget:  # ran out, peak not measured: above the budget
+        elif state in (Outcome.OOM, Outcome.OOM_PREDICTED) and self.budget:  # ran out, peak unmeasured: over budget
             self.mem_gp.add(index, math.log(1.15 * self.budget))
-        if state == OK:
-            tps = trial.user_attrs.get("tokens_per_s")
+        if state == Outcome.OK:
+            tps = trial.user_attrs.get(TrialAttr.TOKENS_PER_S)
             above = self.c.at_least_as_large_as(index)
             self.fits |= self.c.at_most_as_large_as(index)
             if peak is not None:
@@ -345,7 +339,7 @@ class AutofitSampler(BaseSampler):
         self._rng = np.random.RandomState(seed)
         self._n_startup = n_startup_trials
         self._record_inferred = record_inferred
-        self._knowledge: dict[int, _Knowledge] = {}  # per study (by storage study id)
+        self._knowledge: dict[tuple[int, int], _Knowledge] = {}  # per study (storage, study id)
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -386,8 +380,9 @@ class AutofitSampler(BaseSampler):
         if not self._record_inferred:
             return
         if not knowledge.recorded:  # first call in this process: results already explained by a record
-            knowledge.recorded = {t.user_attrs.get(INFERRED_FROM_ATTR) for t in trials
-                                  if t.user_attrs.get(STATE_ATTR) == OOM_INFERRED} - {None}
+            knowledge.recorded = {t.user_attrs[TrialAttr.INFERRED_FROM] for t in trials
+                                  if outcome_of(t) == Outcome.OOM_INFERRED
+                                  and t.user_attrs.get(TrialAttr.INFERRED_FROM) is not None}
         pending = [(number, index) for number, index in knowledge.oom_sources if number not in knowledge.recorded]
         if not pending:
             return
@@ -400,7 +395,8 @@ class AutofitSampler(BaseSampler):
         sources = [index for _, index in knowledge.oom_sources]
         order = [k for k in RECORD_ALONG if k in self._candidates.searched] + \
                 [k for k in self._candidates.searched if k not in RECORD_ALONG]
-        distributions = {k: CategoricalDistribution(v) for k, v in self._candidates.choices.items()}
+        distributions: dict[str, BaseDistribution] = {k: CategoricalDistribution(v)
+                                                      for k, v in self._candidates.choices.items()}
         for number, index in pending:
             knowledge.recorded.add(number)
             others = [s for s in sources if s != index]
@@ -413,9 +409,10 @@ class AutofitSampler(BaseSampler):
                     config = self._candidates.configs[step]
                     study.add_trial(optuna.trial.create_trial(
                         state=TrialState.PRUNED, params=self._candidates.params(step), distributions=distributions,
-                        user_attrs={STATE_ATTR: OOM_INFERRED, "config": config.to_dict(),
-                                    CONFIG_KEY_ATTR: config.key(), INFERRED_FROM_ATTR: number,
-                                    "error": f"not probed: {knob} above trial {number}, which ran out of memory"}))
+                        user_attrs={TrialAttr.STATE: Outcome.OOM_INFERRED.value, TrialAttr.CONFIG: config.to_dict(),
+                                    TrialAttr.CONFIG_KEY: config.key(), TrialAttr.INFERRED_FROM: number,
+                                    TrialAttr.ERROR: f"not probed: {knob} above trial {number}, "
+                                                     "which ran out of memory"}))
                     held[step] = True
                 break
         knowledge.sync(study)
@@ -440,5 +437,7 @@ class AutofitSampler(BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        if not isinstance(param_distribution, CategoricalDistribution):  # every autofit knob is categorical
+            raise TypeError(f"AutofitSampler samples categorical parameters only, not {param_distribution!r}")
         choices = param_distribution.choices
         return choices[self._rng.randint(len(choices))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from collections.abc import Callable
 
 import optuna
@@ -17,17 +17,16 @@ from .errors import AutofitError
 from .gpus import GpuSpec
 from .knobs import TrainingConfig
 from .models import ModelSpec
-from .probes import (EVALUATED, FAILED, INTERRUPTED, INVALID, OK, OOM, OOM_PREDICTED, Probe, ProbeContext,
-                     ProbeResult, TraceProbe)
+from .probes import Probe, ProbeContext, ProbeResult, TraceProbe
 from .rules import violated_rule
-from .sampler import CONFIG_KEY_ATTR, STATE_ATTR, AutofitSampler
+from .sampler import AutofitSampler
 from .space import SearchSpace
-from .storage import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, make_storage, reap_lost_trials, study_lock, worker_id
+from .storage import Heartbeat, make_storage, reap_lost_trials, study_lock, worker_id
+from .trials import Outcome, StudyAttr, TrialAttr, is_evaluated, mark_outcome, record_result, set_outcome, tell
 from .units import GIB
 from .validation import mask_url
 
-DIRECTIONS = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
-CPU_PROBE_MAX_PARAMS = 2e9  # beyond this a real CPU training step takes minutes to hours
+DIRECTIONS: list[Literal["maximize", "minimize"]] = ["maximize", "minimize"]  # tokens/s, peak GPU memory (GiB)
 
 
 @dataclass
@@ -58,18 +57,19 @@ class SearchPlan:
             raise AutofitError("--gpus must be at least 1")
         if self.global_batch is not None and self.global_batch < 1:
             raise AutofitError("--global-batch must be at least 1")
-        if self.probe.name != "cuda" and "allocator" not in self.pins:
-            # the CUDA allocator setting changes neither a trace's tensor bytes nor a CPU run: search it only
-            # with the cuda probe
-            self.space = self.space.pinned({"allocator": self.space.defaults["allocator"]})
-        if self.probe.name == "cpu" and self.model.params > CPU_PROBE_MAX_PARAMS:
-            raise AutofitError(f"--probe cpu runs real training steps on the CPU and is meant for small models; "
+        can = self.probe.capabilities
+        # what the probe cannot tell apart is held (the user's --set pins win): device-only knobs at the space's
+        # default, unmeasurable ones at the value it can measure
+        held = {k: self.space.defaults[k] for k in sorted(can.unvaried_knobs()) if k in self.space.defaults}
+        held.update(can.fixed_knobs)
+        held = {k: v for k, v in held.items() if k not in self.pins}
+        if held:
+            self.space = self.space.pinned(held)
+        if can.max_params is not None and self.model.params > can.max_params:
+            raise AutofitError(f"--probe {self.probe.name} runs real training steps on the {can.device.upper()} and "
+                               f"is meant for small models (up to {can.max_params / 1e9:g}B parameters); "
                                f"{self.model.name} has {self.model.params / 1e9:.1f}B parameters: use --probe trace "
                                f"(or cuda on a GPU)")
-        if self.probe.name == "cpu":
-            # on the CPU host and device memory are one: ZeRO partitioning and offload cannot be measured there
-            self.space = self.space.pinned({k: v for k, v in (("zero_stage", 0), ("offload", "none"))
-                                            if k not in self.pins})
         self.space, left_out = drop_unsupported_attention(self.space, self.pins, self.model)
         if left_out:
             self.notes.append(left_out)
@@ -83,17 +83,18 @@ class SearchPlan:
 
     def study_attrs(self) -> dict[str, Any]:
         """What a stored study must remember to rebuild its outputs (and to refuse a mismatched resume)."""
+        a = StudyAttr
         return {
-            "model": self.model.name, "model_ref": self.model.hf_ref, "template": self.model.llamafactory_template,
-            "model_config": self.model.config,
-            "model_params": self.model.params, "gpu_mem": self.budget.gpu_mem_text,
-            "gpu_mem_gib": self.budget.gpu_mem_gib, "usable_budget_gib": self.budget.usable_gib,
-            "reserve_gib": self.budget.reserve_bytes / GIB, "reserve_source": self.budget.reserve_source,
-            "headroom": self.budget.headroom, "gpu": self.gpu.key, "gpu_name": self.gpu.name,
-            "gpu_source": self.gpu_source, "gpus": self.gpus, "probe": self.probe.name,
-            "estimated": self.probe.estimated, "space": self.space.source, "pins": self.pins,
-            "global_batch": self.global_batch, "searched_knobs": self.candidates.searched,
-            "candidates": len(self.candidates),
+            a.MODEL: self.model.name, a.MODEL_REF: self.model.hf_ref, a.TEMPLATE: self.model.llamafactory_template,
+            a.MODEL_CONFIG: self.model.config,
+            a.MODEL_PARAMS: self.model.params, a.GPU_MEM: self.budget.gpu_mem_text,
+            a.GPU_MEM_GIB: self.budget.gpu_mem_gib, a.USABLE_BUDGET_GIB: self.budget.usable_gib,
+            a.RESERVE_GIB: self.budget.reserve_bytes / GIB, a.RESERVE_SOURCE: self.budget.reserve_source,
+            a.HEADROOM: self.budget.headroom, a.GPU: self.gpu.key, a.GPU_NAME: self.gpu.name,
+            a.GPU_SOURCE: self.gpu_source, a.GPUS: self.gpus, a.PROBE: self.probe.name,
+            a.ESTIMATED: self.probe.estimated, a.SPACE: self.space.source, a.PINS: self.pins,
+            a.GLOBAL_BATCH: self.global_batch, a.SEARCHED_KNOBS: self.candidates.searched,
+            a.CANDIDATES: len(self.candidates),
         }
 
 
@@ -105,10 +106,13 @@ def check_budget_reachable(plan: SearchPlan) -> None:
     for index in plan.candidates.minimal():
         config = plan.candidates.configs[index]
         result = tracer.run(plan.model, config, plan.context)
-        if result.state == OK:
+        if result.state == Outcome.OK:
             return
-        if smallest is None or result.peak_memory_gib < smallest[0]:
-            smallest = (result.peak_memory_gib, config)
+        peak, _ = result.figures()
+        if smallest is None or peak < smallest[0]:
+            smallest = (peak, config)
+    if smallest is None:
+        raise AutofitError(f"--gpu-mem {plan.budget.gpu_mem_text}: the space has no valid configuration to trace")
     need, config = smallest
     knobs = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
     raise AutofitError(
@@ -129,7 +133,7 @@ def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = N
         attrs = plan.study_attrs()
         stored = study.user_attrs
         if stored:
-            for key in ("model_config", "gpu_mem_gib", "usable_budget_gib", "probe", "pins", "global_batch", "gpus"):
+            for key in StudyAttr.MUST_MATCH_ON_RESUME:
                 if json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True):
                     raise AutofitError(f"study {plan.study_name!r} in {mask_url(plan.storage)} holds a different"
                                        f" search ({key} differs); use another --out, --storage or --study-name")
@@ -141,29 +145,7 @@ def open_study(plan: SearchPlan, sampler: optuna.samplers.BaseSampler | None = N
 
 def evaluated_count(study: optuna.Study) -> int:
     """Configurations the study has evaluated (they count toward --trials)."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(STATE_ATTR) in EVALUATED)
-
-
-def _record(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None:
-    trial.set_user_attr("probe", result.probe)
-    trial.set_user_attr("estimated", result.estimated)
-    trial.set_user_attr("duration_s", result.duration_s)
-    if result.peak_memory_gib is not None:
-        trial.set_user_attr("peak_memory_gib", result.peak_memory_gib)
-        trial.set_constraint("memory", result.peak_memory_gib - budget_gib)
-    if result.tokens_per_s is not None:
-        trial.set_user_attr("tokens_per_s", result.tokens_per_s)
-    if result.breakdown_gib:
-        trial.set_user_attr("breakdown_gib", result.breakdown_gib)
-    if result.error:
-        trial.set_user_attr("error", result.error[-2000:])
-    if result.details:
-        trial.set_user_attr("details", result.details)
-    for key in ("peak_allocated_gib", "peak_reserved_gib", "predicted_peak_gib", "prediction_error_pct"):
-        value = getattr(result, key)
-        if value is not None:
-            trial.set_user_attr(key, value)
-    trial.set_user_attr(STATE_ATTR, result.state)  # last: a reader that sees the state sees the figures
+    return sum(1 for t in study.get_trials(deepcopy=False) if is_evaluated(t))
 
 
 def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, TrainingConfig] | str:
@@ -174,7 +156,7 @@ def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, Trainin
     if before_claim is not None:  # the sampler may record what it can infer without a probe (e.g. oom-inferred)
         before_claim(study)
     trials = study.get_trials(deepcopy=False)
-    evaluated = sum(1 for t in trials if t.user_attrs.get(STATE_ATTR) in EVALUATED)
+    evaluated = sum(1 for t in trials if is_evaluated(t))
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
     waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
     if evaluated >= plan.trials:
@@ -189,10 +171,10 @@ def _claim(plan: SearchPlan, study: optuna.Study) -> tuple[optuna.Trial, Trainin
     index = plan.candidates.index_of_params(params)
     config = (plan.candidates.configs[index] if index is not None
               else TrainingConfig.from_dict({**plan.candidates.fixed, **params}))
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr(CONFIG_KEY_ATTR, config.key())
-    trial.set_user_attr(WORKER_ATTR, worker_id())
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    trial.set_user_attr(TrialAttr.CONFIG, config.to_dict())
+    trial.set_user_attr(TrialAttr.CONFIG_KEY, config.key())
+    trial.set_user_attr(TrialAttr.WORKER, worker_id())
+    trial.set_user_attr(TrialAttr.HEARTBEAT_AT, time.time())
     return trial, config
 
 
@@ -201,9 +183,8 @@ def _release_orphans(plan: SearchPlan, study: optuna.Study) -> None:
     nobody else holds now, so it is ours; mark it interrupted instead of leaving it RUNNING."""
     with study_lock(plan.storage, plan.study_name):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if WORKER_ATTR not in trial.user_attrs:
-                study._storage.set_trial_user_attr(trial._trial_id, STATE_ATTR, INTERRUPTED)
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            if TrialAttr.WORKER not in trial.user_attrs:
+                mark_outcome(study, trial, Outcome.INTERRUPTED, TrialState.FAIL)
 
 
 def run_search(plan: SearchPlan, study: optuna.Study,
@@ -234,26 +215,23 @@ def run_search(plan: SearchPlan, study: optuna.Study,
             on_start(trial.number, config)
         rule = violated_rule(config, plan.model.facts)
         if rule is not None:  # cannot come from AutofitSampler, but a space or sampler change must not probe it
-            trial.set_user_attr(STATE_ATTR, INVALID)
-            trial.set_user_attr("error", f"{rule.name}: {rule.message}")
+            trial.set_user_attr(TrialAttr.ERROR, f"{rule.name}: {rule.message}")
+            set_outcome(trial, Outcome.INVALID)
             study.tell(trial, state=TrialState.FAIL)
         else:
             try:
                 with Heartbeat(study, trial._trial_id):
                     result = plan.probe.run(plan.model, config, plan.context)
             except KeyboardInterrupt:
-                trial.set_user_attr(STATE_ATTR, INTERRUPTED)
+                set_outcome(trial, Outcome.INTERRUPTED)
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             except Exception as exc:  # a probe bug must not take the search down
-                result = ProbeResult(state=FAILED, probe=plan.probe.name, estimated=plan.probe.estimated,
+                result = ProbeResult(state=Outcome.FAILED, probe=plan.probe.name, estimated=plan.probe.estimated,
                                      error=f"{type(exc).__name__}: {exc}")
-            _record(trial, result, plan.budget.usable_gib)
-            if result.state == OK:
-                study.tell(trial, [result.tokens_per_s, result.peak_memory_gib])
-            elif result.state in (OOM, OOM_PREDICTED):
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                study.tell(trial, state=TrialState.FAIL)
+            record_result(trial, result, plan.budget.usable_gib)
+            values = (None if result.tokens_per_s is None or result.peak_memory_gib is None
+                      else [result.tokens_per_s, result.peak_memory_gib])
+            tell(study, trial, result.state, values)
         if on_trial is not None:
             on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))

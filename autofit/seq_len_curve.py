@@ -11,7 +11,8 @@ from typing import Any
 
 from .concessions import TraceCache
 from .knobs import TrainingConfig
-from .probes import OK, Probe
+from .probes import Probe, ProbeResult
+from .trials import Outcome
 
 GRANULARITY = 256  # seq_len is searched in multiples of this
 MAX_OTHER_STRATEGIES = 2  # beyond the recommendation: each strategy costs about eight traces
@@ -57,7 +58,7 @@ class SeqLenCurve:
     def measured_peak_gib(self) -> float | None:
         """The measured peak at the (confirmed) longest seq_len, when a real probe ran there and it fit."""
         return next((peak for seq_len, peak, state in self.measured if seq_len == self.longest_seq_len
-                     and state == OK), None)
+                     and state == Outcome.OK), None)
 
     def row(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "trial": self.trial, "recommended": self.recommended,
@@ -81,8 +82,8 @@ def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> 
 
     def fits(seq_len: int) -> bool:
         result = cache.run(config.replace(seq_len=seq_len))
-        points.append((seq_len, round(result.peak_memory_gib or 0.0, 3), result.state == "ok"))
-        return result.state == "ok"
+        points.append((seq_len, round(result.peak_memory_gib or 0.0, 3), result.state == Outcome.OK))
+        return result.state == Outcome.OK
 
     top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
     start = min(top, max(GRANULARITY, config.seq_len // GRANULARITY * GRANULARITY))
@@ -90,7 +91,7 @@ def longest_fitting(cache: TraceCache, config: TrainingConfig, max_len: int) -> 
     high: int | None
     low, high = (start, None) if fits(start) else (None, start)
     while low is None:  # shrink until something fits
-        assert high is not None  # one bound is always known
+        assert high is not None  # invariant: each step leaves low or high set
         if high <= GRANULARITY:
             return None, points
         candidate = max(GRANULARITY, high // 2 // GRANULARITY * GRANULARITY)
@@ -130,8 +131,8 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
         label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
         curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
                                   longest_seq_len=longest,
-                                  peak_memory_gib=_rounded(at.peak_memory_gib, 3) if at else None,
-                                  tokens_per_s=_rounded(at.tokens_per_s, 1) if at else None,
+                                  peak_memory_gib=round(at.figures()[0], 3) if at else None,
+                                  tokens_per_s=round(at.figures()[1], 1) if at else None,
                                   capped_at=max_len if longest and longest >= max_len // GRANULARITY * GRANULARITY
                                   else None,
                                   points=sorted(points)))
@@ -148,14 +149,14 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
         return curve
     real = getattr(probe, "real", probe)  # a screened probe: run the real one, the boundary is what is asked
     top = max(GRANULARITY, max_len // GRANULARITY * GRANULARITY)
-    results = {}
+    results: dict[int, ProbeResult] = {}
 
     def measure(seq_len: int) -> bool:
         result = real.run(cache.model, config.replace(seq_len=seq_len), cache.context)
         results[seq_len] = result
         curve.measured.append((seq_len, None if result.peak_memory_gib is None else round(result.peak_memory_gib, 3),
                                result.state))
-        return result.state == OK
+        return result.state == Outcome.OK
 
     traced = curve.longest_seq_len
     longest: int | None = traced
@@ -176,13 +177,14 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     curve.longest_seq_len = longest
     curve.confirmed = "measured" if longest == traced else "moved"
     at = None if longest is None else results.get(longest)
-    if at is not None and at.state == OK:
-        curve.peak_memory_gib = _rounded(at.peak_memory_gib, 3)
+    if at is not None and at.state == Outcome.OK:
+        curve.peak_memory_gib = None if at.peak_memory_gib is None else round(at.peak_memory_gib, 3)
         curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
     elif longest is not None:  # not measured there: the trace's figures
         traced_at = cache.run(config.replace(seq_len=longest))
-        curve.peak_memory_gib = _rounded(traced_at.peak_memory_gib, 3)
-        curve.tokens_per_s = _rounded(traced_at.tokens_per_s, 1)
+        traced_peak, traced_tokens_per_s = traced_at.figures()
+        curve.peak_memory_gib = round(traced_peak, 3)
+        curve.tokens_per_s = round(traced_tokens_per_s, 1)
     else:
         curve.peak_memory_gib = curve.tokens_per_s = None
     curve.capped_at = max_len if longest and longest >= top else None

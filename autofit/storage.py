@@ -26,11 +26,11 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import AutofitError
+from .trials import Outcome, TrialAttr, mark_outcome
 from .validation import mask_url
 
 HEARTBEAT_S = float(os.environ.get("AUTOFIT_HEARTBEAT_S", "5"))  # how often a worker says it is alive
 GRACE_S = 6 * HEARTBEAT_S  # silence after which a running trial counts as lost
-WORKER_ATTR, HEARTBEAT_ATTR, RETRY_ATTR = "worker", "heartbeat_at", "retry_of"
 
 
 def worker_id() -> str:
@@ -132,7 +132,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
+                self._storage.set_trial_user_attr(self._trial_id, TrialAttr.HEARTBEAT_AT, time.time())
             except Exception:  # a finished trial can no longer be written; a storage hiccup is retried next beat
                 if self._stop.is_set():
                     return
@@ -147,13 +147,13 @@ class Heartbeat:
 
 
 def _is_lost(trial: optuna.trial.FrozenTrial, now: float, claim_lock_held: bool = False) -> bool:
-    if WORKER_ATTR not in trial.user_attrs:
+    if TrialAttr.WORKER not in trial.user_attrs:
         # created by study.ask() but its claim never finished (killed between ask and recording the worker).
         # Claims happen under the study lock, so one seen while holding the lock is an orphan; without the
         # lock, wait a grace period from its start in case a claim is still under way.
         started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
         return claim_lock_held or now - started > GRACE_S
-    worker = trial.user_attrs.get(WORKER_ATTR, "")
+    worker = trial.user_attrs.get(TrialAttr.WORKER, "")
     host, _, pid = worker.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
@@ -164,7 +164,7 @@ def _is_lost(trial: optuna.trial.FrozenTrial, now: float, claim_lock_held: bool 
             pass
         if int(pid) == os.getpid():
             return False
-    beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+    beat = trial.user_attrs.get(TrialAttr.HEARTBEAT_AT)
     return beat is not None and now - beat > GRACE_S
 
 
@@ -178,14 +178,12 @@ def reap_lost_trials(study: optuna.Study, claim_lock_held: bool = False) -> list
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_lost(trial, now, claim_lock_held):
             continue
-        storage = study._storage
         try:
-            storage.set_trial_user_attr(trial._trial_id, "autofit_state", "lost")
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not mark_outcome(study, trial, Outcome.LOST, TrialState.FAIL):
                 continue  # another worker reaped it first
         except Exception:
             continue
         reaped.append(trial.number)
-        if trial.user_attrs.get(RETRY_ATTR) is None and trial.params:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+        if trial.user_attrs.get(TrialAttr.RETRY_OF) is None and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={TrialAttr.RETRY_OF: trial.number})
     return reaped

@@ -14,6 +14,7 @@ import optuna
 
 from .lifecycle import die_with_parent, sigterm_raises
 from .search import SearchPlan, evaluated_count, open_study, run_search
+from .trials import outcome_of
 
 
 def _worker_main(plan: SearchPlan, index: int, parent_pid: int | None = None) -> None:
@@ -54,7 +55,7 @@ def run_workers(plan: SearchPlan, study: optuna.Study, workers: int,
             alive = any(p.is_alive() for p in processes)
             for trial in study.get_trials(deepcopy=False):
                 finished = trial.state not in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-                if trial.number not in seen and finished and trial.user_attrs.get("autofit_state") is not None:
+                if trial.number not in seen and finished and outcome_of(trial) is not None:
                     seen.add(trial.number)
                     if on_trial is not None:
                         on_trial(trial)

@@ -49,6 +49,7 @@ from typing import Any
 
 from autofit.knobs import traced_config
 from autofit.outputs import atomic_write
+from autofit.trials import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "search-efficiency"
@@ -167,9 +168,9 @@ def _build_part(args: tuple[str, list[str]]) -> dict[str, list]:
             continue
         try:
             r = plan.probe.run(plan.model, config, plan.context)
-            out[config.key()] = [r.state, r.peak_memory_gib, r.tokens_per_s]
+            out[config.key()] = [r.state.value, r.peak_memory_gib, r.tokens_per_s]
         except Exception as exc:  # recorded as a failed probe, as run_search would
-            out[config.key()] = ["failed", None, None]
+            out[config.key()] = [Outcome.FAILED.value, None, None]
             log(f"  {name}: {config.key()}: {type(exc).__name__}: {exc}")
     return out
 
@@ -213,7 +214,7 @@ def hypervolume(points: list[tuple[float, float]], budget: float) -> float:
 
 
 def oracle_summary(oracle: dict[str, Any]) -> dict[str, float]:
-    ok = [(tps, mem) for state, mem, tps in oracle["results"].values() if state == "ok"]
+    ok = [(tps, mem) for state, mem, tps in oracle["results"].values() if state == Outcome.OK]
     front, best = 0, 0.0
     for tps, _mem in sorted(ok, key=lambda p: (p[1], -p[0])):
         if tps > best:
@@ -224,7 +225,7 @@ def oracle_summary(oracle: dict[str, Any]) -> dict[str, float]:
 
 # -- runs -----------------------------------------------------------------------------------------------
 def _oracle_probe_class():
-    from autofit.probes import FAILED, Probe, ProbeResult
+    from autofit.probes import Probe, ProbeResult
 
     class OracleProbe(Probe):
         """Looks a configuration up in the oracle: what the trace probe returned for it."""
@@ -236,10 +237,10 @@ def _oracle_probe_class():
             self.results, self.censor_oom = results, censor_oom
 
         def run(self, model, config, context):
-            state, peak, tps = self.results.get(config.key(), ["failed", None, None])
-            if state not in ("ok", "oom"):
-                return ProbeResult(state=FAILED, probe=self.name, estimated=True, error="failed in the oracle")
-            if state == "oom" and self.censor_oom:  # as a real GPU reports it: no figures
+            state, peak, tps = self.results.get(config.key(), [Outcome.FAILED, None, None])
+            if state not in (Outcome.OK, Outcome.OOM):
+                return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=True, error="failed in the oracle")
+            if state == Outcome.OOM and self.censor_oom:  # as a real GPU reports it: no figures
                 peak = tps = None
             return ProbeResult(state=state, probe=self.name, estimated=True, peak_memory_gib=peak,
                                tokens_per_s=tps)
@@ -304,9 +305,8 @@ def _baseline_search(plan, study, on_trial) -> str:
     13,600 trials on glm4-9b-24GB); told PRUNED, it learns to avoid them like any bad result."""
     from optuna.trial import TrialState
 
-    from autofit.probes import EVALUATED, OK, OOM
     from autofit.rules import violated_rule
-    from autofit.sampler import CONFIG_KEY_ATTR, STATE_ATTR
+    from autofit.trials import EVALUATED, TrialAttr, set_outcome
 
     budget = plan.budget.usable_gib
     evaluated = 0
@@ -319,21 +319,21 @@ def _baseline_search(plan, study, on_trial) -> str:
         index = plan.candidates.index_of_params(params)
         config = plan.candidates.configs[index] if index is not None else None
         if config is None or violated_rule(config, plan.model.facts) is not None:
-            trial.set_user_attr(STATE_ATTR, "invalid")
+            set_outcome(trial, Outcome.INVALID)
             study.tell(trial, state=TrialState.PRUNED)
         else:
-            trial.set_user_attr("config", config.to_dict())
-            trial.set_user_attr(CONFIG_KEY_ATTR, config.key())
+            trial.set_user_attr(TrialAttr.CONFIG, config.to_dict())
+            trial.set_user_attr(TrialAttr.CONFIG_KEY, config.key())
             result = plan.probe.run(plan.model, config, plan.context)
             if result.peak_memory_gib is not None:
-                trial.set_user_attr("peak_memory_gib", result.peak_memory_gib)
+                trial.set_user_attr(TrialAttr.PEAK_MEMORY_GIB, result.peak_memory_gib)
                 trial.set_constraint("memory", result.peak_memory_gib - budget)
             if result.tokens_per_s is not None:
-                trial.set_user_attr("tokens_per_s", result.tokens_per_s)
-            trial.set_user_attr(STATE_ATTR, result.state)
-            if result.state == OK:
+                trial.set_user_attr(TrialAttr.TOKENS_PER_S, result.tokens_per_s)
+            set_outcome(trial, result.state)
+            if result.state == Outcome.OK:
                 study.tell(trial, [result.tokens_per_s, result.peak_memory_gib])
-            elif result.state == OOM:
+            elif result.state == Outcome.OOM:
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 study.tell(trial, state=TrialState.FAIL)
@@ -349,9 +349,8 @@ def run_method(name: str, oracle: dict[str, Any], method: str, seed: int, probes
     in the same loop written out (_baseline_search)."""
     import optuna
 
-    from autofit.probes import EVALUATED, OK
     from autofit.search import DIRECTIONS, run_search
-    from autofit.sampler import STATE_ATTR
+    from autofit.trials import EVALUATED, TrialAttr, outcome_of
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -366,10 +365,10 @@ def run_method(name: str, oracle: dict[str, Any], method: str, seed: int, probes
 
     def on_trial(trial):
         asks[0] += 1
-        state = trial.user_attrs.get(STATE_ATTR)
+        state = outcome_of(trial)
         if state in EVALUATED:
-            if state == OK:
-                points.append((trial.user_attrs["tokens_per_s"], trial.user_attrs["peak_memory_gib"]))
+            if state == Outcome.OK:
+                points.append((trial.user_attrs[TrialAttr.TOKENS_PER_S], trial.user_attrs[TrialAttr.PEAK_MEMORY_GIB]))
             hv.append(hypervolume(points, budget))
             best.append(max((t for t, m in points if m <= budget), default=0.0))
         if asks[0] >= 20 * probes + 1000:  # a sampler stuck on invalid combinations: stop, keep what it found
@@ -387,10 +386,10 @@ def run_method(name: str, oracle: dict[str, Any], method: str, seed: int, probes
     hv += [hv[-1] if hv else 0.0] * (probes - len(hv))  # exhausted early: nothing left to probe
     best += [best[-1] if best else 0.0] * (probes - len(best))
     _check_with_optuna(study, budget, hv[found - 1] if found else 0.0)
-    states = [t.user_attrs.get(STATE_ATTR) for t in study.get_trials(deepcopy=False)]
+    states = [outcome_of(t) for t in study.get_trials(deepcopy=False)]
     return {"oracle": name, "method": method, "seed": seed, "hv": hv, "best": best, "stopped": stopped,
-            "probes": found, "trials": len(states), "inferred": states.count("oom-inferred"),
-            "invalid": states.count("invalid"), "seconds": round(seconds, 2)}
+            "probes": found, "trials": len(states), "inferred": states.count(Outcome.OOM_INFERRED),
+            "invalid": states.count(Outcome.INVALID), "seconds": round(seconds, 2)}
 
 
 def _check_with_optuna(study, budget: float, expected: float) -> None:

@@ -30,6 +30,7 @@ from autofit.documents import library_versions
 from autofit.outputs import atomic_write
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, TraceProbe
 from autofit.space import SearchSpace
+from autofit.trials import DetailKey, Outcome
 
 BASE = dict(gradient_accumulation_steps=1, zero_stage=0, offload="none", optimizer="adamw_torch",
             attn_implementation="sdpa", allocator="default")
@@ -160,20 +161,20 @@ def main() -> int:
         measured = real.run(model, config, context)
         alloc, reserved = measured.peak_allocated_gib, measured.peak_reserved_gib
         err = None if not alloc else 100 * (predicted.peak_memory_gib - alloc) / alloc
-        if err is not None and measured.state == "ok":
+        if err is not None and measured.state == Outcome.OK:
             errors.append(err)
         speed_err = None
-        if cuda and measured.state == "ok" and measured.tokens_per_s:
+        if cuda and measured.state == Outcome.OK and measured.tokens_per_s:
             speed_err = 100 * (predicted.tokens_per_s - measured.tokens_per_s) / measured.tokens_per_s
             speed_errors.append(speed_err)
         build = measured.details.get("build_s")
-        reserve = measured.details.get("runtime_reserve_bytes")
+        reserve = measured.details.get(DetailKey.RUNTIME_RESERVE_BYTES)
         lines.append(f"| {model.name} | {label} (seq {config.seq_len}) | {measured.state} | "
                      f"{predicted.peak_memory_gib:.2f} | {_fmt(alloc)} | {_fmt(reserved)} | {_fmt(err, '{:+.1f}')} | "
                      f"{predicted.tokens_per_s:,.0f} | {_fmt(measured.tokens_per_s, '{:,.0f}')} | {_fmt(speed_err, '{:+.1f}')} | "
                      f"{measured.duration_s:.1f} ({_fmt(build, '{:.1f}')}) | "
                      f"{_fmt(None if reserve is None else reserve / 2**30)} |")
-        if measured.error and measured.state != "ok":
+        if measured.error and measured.state != Outcome.OK:
             notes.append(f"- {model.name} / {label}: {measured.state}: "
                          + " / ".join(measured.error.strip().splitlines()[-3:]))
         print(lines[-1], flush=True)

@@ -46,14 +46,14 @@ class DieOnceProbe(TraceProbe):
         os._exit(9)
 
 
-from autofit.probes import ChildProcessProbe  # noqa: E402
+from autofit.probes import CPU_CAPABILITIES, ChildProcessProbe  # noqa: E402
 
 
 class HangingProbe(ChildProcessProbe):
     """A child that never finishes: must be killed at its timeout."""
 
     name = "cpu"
-    device = "cpu"
+    capabilities = CPU_CAPABILITIES
 
     def __init__(self):
         super().__init__(timeout_s=float(os.environ.get("AUTOFIT_TEST_TIMEOUT", "3")))
@@ -70,7 +70,7 @@ class CrashingChildProbe(ChildProcessProbe):
     """A child that dies like a CUDA/NCCL crash: writes to stderr and exits non-zero."""
 
     name = "cpu"
-    device = "cpu"
+    capabilities = CPU_CAPABILITIES
 
     def command(self, request_path, result_path, gpus):
         import sys
@@ -86,7 +86,7 @@ class ParentWatchingChildProbe(ChildProcessProbe):
     remove the folder."""
 
     name = "cpu"
-    device = "cpu"
+    capabilities = CPU_CAPABILITIES
 
     def __init__(self):
         super().__init__(timeout_s=600)
@@ -99,3 +99,28 @@ class ParentWatchingChildProbe(ChildProcessProbe):
                 "folder = Path(sys.argv[1]).parent\n_die_with_parent(folder)\n"
                 f"open({marker!r}, 'a').write(f'{{os.getpid()}} {{folder}}\\n')\ntime.sleep(600)\n")
         return [sys.executable, "-c", code, str(request_path)]
+
+
+from autofit.probes import CUDA_CAPABILITIES, ProbeCapabilities  # noqa: E402
+
+
+class CudaDeclaringProbe(TraceProbe):
+    """A GPU probe of one's own, as a third party writes it (here it traces, so it runs anywhere): it
+    declares CUDA capabilities, so it gets the allocator searched and the runtime reserve measured."""
+
+    name = "my-gpu"
+    capabilities = CUDA_CAPABILITIES
+
+
+class NamedCudaProbe(TraceProbe):
+    """Named like the built-in GPU probe but declaring nothing: the name is a label, it gets no GPU behaviour."""
+
+    name = "cuda"
+
+
+class CpuDeclaringProbe(TraceProbe):
+    """Declares what a CPU probe can do, in its own words."""
+
+    name = "my-cpu"
+    capabilities = ProbeCapabilities(device="cpu", runtime_reserve=False,
+                                     fixed_knobs={"zero_stage": 0, "offload": "none"}, max_params=2e9)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from autofit.knobs import KNOBS, moving_parts, requirement_knobs
+from autofit.trials import Outcome
 
 TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
 
@@ -38,11 +39,11 @@ def test_search_writes_every_file(tiny_search):
 
 def test_trials_csv_columns_and_variety(tiny_search):
     out, _ = tiny_search
-    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != "oom-inferred"]
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != Outcome.OOM_INFERRED]
     assert len(rows) == 14
     for column in ("number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "duration_s"):
         assert column in rows[0]
-    assert {r["state"] for r in rows} <= {"ok", "oom"} and "ok" in {r["state"] for r in rows}
+    assert {r["state"] for r in rows} <= {Outcome.OK, Outcome.OOM} and Outcome.OK in {r["state"] for r in rows}
     assert all(r["probe"] == "trace" for r in rows)
     single = [k for k in KNOBS if len({r[k] for r in rows}) == 1]
     # the requirement knobs are pinned to their stated defaults (seq_len 2048, rank 16, bf16); the other knobs
@@ -63,7 +64,7 @@ def test_best_config_yaml(tiny_search):
     assert best["metrics"]["tokens_per_s"] > 0
     assert set(best["breakdown_gib"]) == {"weights", "gradients", "optimizer", "activations", "logits", "other"}
     assert set(best["versions"]) >= {"autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna"}
-    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] == "ok"]
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] == Outcome.OK]
     fastest = max(float(r["tokens_per_s"]) for r in rows)
     # the simplest of the fastest: within 3% of the fastest, and no configuration that close has fewer moving parts
     assert best["metrics"]["tokens_per_s"] >= fastest * 0.97 - 1e-6
@@ -76,7 +77,7 @@ def test_best_config_yaml(tiny_search):
     assert best["config"]["seq_len"] == 2048 and best["requirements"]["seq_len"] == {"value": 2048, "source": "default"}
     assert best["why"] and isinstance(best["concessions"], list)
     pareto = list(csv.DictReader((out / "pareto.csv").open()))
-    assert pareto and all(r["state"] == "ok" for r in pareto)
+    assert pareto and all(r["state"] == Outcome.OK for r in pareto)
 
 
 def test_report_and_outputs_state_requirements_concessions_and_seq_len(tiny_search):
@@ -108,7 +109,7 @@ def test_rerun_resumes_and_report_export(tiny_search, cli):
     proc = cli("search", *TINY_ARGS, "--trials", "18", "--out", out, "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE((out / "trials.csv").stat().st_mode) == 0o600
-    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != "oom-inferred"]
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != Outcome.OOM_INFERRED]
     assert len(rows) == 18
     assert len({tuple(r[k] for k in KNOBS) for r in rows}) == 18
     (out / "report.html").unlink()

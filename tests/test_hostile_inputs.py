@@ -19,6 +19,7 @@ import pytest
 
 from autofit import cli
 from autofit.errors import AutofitError
+from autofit.trials import Outcome, TrialAttr, outcome_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -349,8 +350,8 @@ def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp
         pytest.fail("the rerun hung on the orphaned trial")
     assert code == 0, rerun.stderr.read()
     trial = _load(url).trials[orphan.number]
-    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["autofit_state"] == "lost"
-    assert sum(t.user_attrs.get("autofit_state") in ("ok", "oom") for t in _load(url).trials) == 3
+    assert trial.state == optuna.trial.TrialState.FAIL and outcome_of(trial) == Outcome.LOST
+    assert sum(outcome_of(t) in (Outcome.OK, Outcome.OOM) for t in _load(url).trials) == 3
 
 
 def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
@@ -358,7 +359,7 @@ def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     url = f"sqlite:///{out}/study.db"
     proc = _cli("search", *TINY, "--trials", "30", "--out", out, "--probe", "probes_for_tests:SlowTraceProbe",
                 AUTOFIT_TEST_PROBE_SLEEP="3")
-    assert _wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs
+    assert _wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
                                  for t in _load(url).trials), 180)
     time.sleep(1.5)  # inside the probe's pause
     proc.send_signal(signal.SIGTERM)
@@ -367,7 +368,7 @@ def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     assert "Traceback" not in err
     study = _load(url)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert [t for t in study.trials if t.user_attrs.get("autofit_state") == "interrupted"]
+    assert [t for t in study.trials if outcome_of(t) == Outcome.INTERRUPTED]
     assert (out / "trials.csv").is_file()
 
 
@@ -389,9 +390,9 @@ def test_workers_die_with_their_killed_parent(tmp_path):
     url = f"sqlite:///{out}/study.db"
     proc = _cli("search", *TINY, "--trials", "30", "--out", out, "--workers", "2", "--probe",
                 "probes_for_tests:SlowTraceProbe", AUTOFIT_TEST_PROBE_SLEEP="30")
-    assert _wait_for(lambda: sum(t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs
+    assert _wait_for(lambda: sum(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
                                  for t in _load(url).trials) >= 2, 240)
-    workers = {int(t.user_attrs["worker"].rpartition(":")[2]) for t in _load(url).trials
+    workers = {int(t.user_attrs[TrialAttr.WORKER].rpartition(":")[2]) for t in _load(url).trials
                if t.state == optuna.trial.TrialState.RUNNING}
     assert proc.pid not in workers and all(_alive(pid) for pid in workers)
     os.kill(proc.pid, signal.SIGKILL)

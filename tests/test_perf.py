@@ -11,6 +11,7 @@ from autofit.probes._memtrack import StepTracker
 from autofit.probes._perf import TIME_PARTS, OpKey, PerfModel
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from autofit.trials import DetailKey, TrialAttr
 
 PEAK, BW = 100e12, 1e12  # a made-up card: 100 TFLOP/s, 1 TB/s
 PERF = PerfModel(peak_flops=PEAK, bandwidth=BW, gemm_max_efficiency=0.8, gemm_half_dim=64,
@@ -214,8 +215,8 @@ def test_report_shows_the_time_breakdown_of_the_front(tmp_path):
                       trials=4, storage=f"sqlite:///{tmp_path}/t.db", study_name="t", seed=0)
     study = open_study(plan)
     run_search(plan, study)
-    probed = [t for t in study.trials if "details" in t.user_attrs]  # not the ones inferred without a probe
-    assert probed and all(set(t.user_attrs["details"]["time_breakdown_s"]) == set(TIME_PARTS) for t in probed)
+    probed = [t for t in study.trials if TrialAttr.DETAILS in t.user_attrs]  # not the ones inferred without a probe
+    assert probed and all(set(t.user_attrs[TrialAttr.DETAILS][DetailKey.TIME_BREAKDOWN_S]) == set(TIME_PARTS) for t in probed)
     page = render_report(study)
     section = page[page.index("id='time'"):page.index("id='knobs'")]
     assert "ms per 1,000 tokens per GPU (estimated)" in section and "matmul" in section

@@ -14,6 +14,7 @@ from autofit.models import ModelSpec, resolve_model
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, TraceProbe
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from autofit.trials import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -43,7 +44,7 @@ def test_the_test_model_has_about_20m_parameters():
 def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
     config = small(**changes)
     result = CpuProbe(timeout_s=300, threads=1).run(MODEL, config, CTX)
-    assert result.state == "ok", result.error
+    assert result.state == Outcome.OK, result.error
     assert not result.estimated and result.probe == "cpu" and result.details["threads"] == 1
     assert result.tokens_per_s > 0 and result.details["measured_steps_s"]
     assert 0 < result.peak_allocated_gib <= CTX.usable_budget_bytes / GIB
@@ -62,14 +63,14 @@ def test_quantized_model_builds_layer_by_layer_within_the_budget():
     assert wide.params * 2 > budget.usable_budget_bytes
     result = CpuProbe(timeout_s=300).run(wide, small(quantization="nf4", per_device_train_batch_size=1, seq_len=64),
                                          budget)
-    assert result.state == "ok", result.error
+    assert result.state == Outcome.OK, result.error
     assert 0 < result.peak_allocated_gib * GIB <= budget.usable_budget_bytes
 
 
 def test_cpu_probe_runs_out_of_memory_by_the_budget():
     result = CpuProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512,
                                                       gradient_checkpointing=False), CTX)
-    assert result.state == "oom"
+    assert result.state == Outcome.OOM
     assert "out of memory" in result.error
     assert result.peak_allocated_gib <= CTX.usable_budget_bytes / GIB * 1.01
 
@@ -77,7 +78,7 @@ def test_cpu_probe_runs_out_of_memory_by_the_budget():
 def test_screen_skips_what_the_trace_predicts_far_over_budget():
     result = ScreenedProbe(CpuProbe(timeout_s=300), 0.10).run(MODEL, small(per_device_train_batch_size=64,
                                                                            seq_len=4096), CTX)
-    assert result.state == "oom-predicted" and result.predicted_peak_gib > 1.1 * 0.95
+    assert result.state == Outcome.OOM_PREDICTED and result.predicted_peak_gib > 1.1 * 0.95
     assert result.duration_s < 30  # nothing was run
 
 
@@ -87,10 +88,10 @@ def test_cpu_search_end_to_end(tmp_path):
                "--space", TESTS / "data" / "cpu-space.yaml", "--no-screen", "--out", out, "--seed", 3)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    probed = [r for r in rows if r["state"] in ("ok", "oom", "failed", "timeout")]
+    probed = [r for r in rows if r["state"] in (Outcome.OK, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT)]
     assert len(probed) == 12 and all(r["probe"] == "cpu" for r in probed)
-    ok = [r for r in probed if r["state"] == "ok"]
-    oom = [r for r in probed if r["state"] == "oom"]
+    ok = [r for r in probed if r["state"] == Outcome.OK]
+    oom = [r for r in probed if r["state"] == Outcome.OOM]
     assert ok and oom, [r["state"] for r in rows]
     for r in ok:
         assert float(r["tokens_per_s"]) > 0
@@ -106,7 +107,7 @@ def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
                "--trials", 2, "--out", tmp_path / "out", AUTOFIT_TEST_TIMEOUT="2", AUTOFIT_TEST_MARKER=str(marker))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
-    assert [r["state"] for r in rows] == ["timeout", "timeout"]
+    assert [r["state"] for r in rows] == [Outcome.TIMEOUT, Outcome.TIMEOUT]
     assert "timeout" in rows[0]["error"]
     for pid in marker.read_text().split():
         with pytest.raises(ProcessLookupError):
@@ -118,7 +119,7 @@ def test_crashing_child_is_recorded_failed(tmp_path):
                "--trials", 2, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
-    assert [r["state"] for r in rows] == ["failed", "failed"]
+    assert [r["state"] for r in rows] == [Outcome.FAILED, Outcome.FAILED]
     assert "NCCL error" in rows[0]["error"] and "exit status 134" in rows[0]["error"]
 
 
@@ -165,7 +166,7 @@ def test_validate_gpu_runs_with_the_cpu_probe(tmp_path):
 def test_cuda_probe_measures_on_the_gpu():
     gpu_ctx = ProbeContext(usable_budget_bytes=int(8 * GIB), gpu=get_gpu("h100"))
     result = CudaProbe(timeout_s=300).run(resolve_model("glm-tiny"), small(), gpu_ctx)
-    assert result.state == "ok", result.error
+    assert result.state == Outcome.OK, result.error
     assert result.peak_allocated_gib > 0 and result.peak_reserved_gib >= result.peak_allocated_gib
     assert result.details["runtime_reserve_bytes"] > 0
 
@@ -175,7 +176,7 @@ def test_cuda_probe_runs_qlora_with_the_expandable_allocator():
     gpu_ctx = ProbeContext(usable_budget_bytes=int(8 * GIB), gpu=get_gpu("h100"))
     config = small(quantization="nf4", optimizer="paged_adamw_8bit", allocator="expandable")
     result = CudaProbe(timeout_s=300).run(MODEL, config, gpu_ctx)
-    assert result.state == "ok", result.error
+    assert result.state == Outcome.OK, result.error
     assert result.details["allocator_conf"] == "expandable_segments:True"
     assert result.tokens_per_s > 0 and 0 < result.peak_allocated_gib < 8
 
@@ -202,4 +203,4 @@ def test_the_search_process_leaves_cuda_to_the_probes():
 def test_cuda_probe_emulates_a_smaller_card():
     tiny_budget = ProbeContext(usable_budget_bytes=int(0.05 * GIB), gpu=get_gpu("h100"))
     result = CudaProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512), tiny_budget)
-    assert result.state == "oom"
+    assert result.state == Outcome.OOM

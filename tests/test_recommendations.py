@@ -25,6 +25,7 @@ from autofit.results import recommend
 from autofit.seq_len_curve import GRANULARITY, longest_fitting
 from autofit.space import SearchSpace
 from autofit.trainer_files import apply_changes, changed_keys, read_trainer_file
+from autofit.trials import Outcome, TrialAttr
 
 TINY = load_preset("glm-tiny")
 BASE = SearchSpace.load().default_config().to_dict()
@@ -73,7 +74,8 @@ def _study(trials, requirements=None):
     for config, tokens, peak in trials:
         study.add_trial(optuna.trial.create_trial(
             values=[tokens, peak], constraints={"memory": peak - 20.0},
-            user_attrs={"autofit_state": "ok", "config": config, "estimated": True, "probe": "trace"}))
+            user_attrs={TrialAttr.STATE: Outcome.OK.value, TrialAttr.CONFIG: config, TrialAttr.ESTIMATED: True,
+                        TrialAttr.PROBE: "trace"}))
     return study
 
 

@@ -13,12 +13,13 @@ from autofit.budget import make_budget
 from autofit.gpus import get_gpu
 from autofit.models import resolve_model
 from autofit.outputs import write_outputs
-from autofit.probes import OK, OOM, Probe, ProbeResult, ScreenedProbe, TraceProbe
+from autofit.probes import Probe, ProbeResult, ScreenedProbe, TraceProbe
 from autofit.report import render_report
 from autofit.results import recommend, trials_frame
 from autofit.search import SearchPlan, open_study, run_search
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from autofit.trials import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = resolve_model("glm-tiny")
@@ -71,7 +72,7 @@ class MeasuredStandIn(Probe):
         trace = TraceProbe().run(model, config, context)
         measured = trace.peak_memory_gib * (1 + (zlib.crc32(config.key().encode()) % 11 - 5) / 100)
         fits = measured * GIB <= context.usable_budget_bytes
-        return ProbeResult(state=OK if fits else OOM, probe=self.name, estimated=False, peak_memory_gib=measured,
+        return ProbeResult(state=Outcome.OK if fits else Outcome.OOM, probe=self.name, estimated=False, peak_memory_gib=measured,
                            tokens_per_s=trace.tokens_per_s * 0.7, peak_allocated_gib=measured,
                            peak_reserved_gib=measured * 1.1, duration_s=trace.duration_s,
                            details={"runtime_reserve_bytes": int(0.5 * GIB)},  # as a cuda probe reports it
@@ -262,7 +263,7 @@ def test_real_report_in_chromium(browser, searched):
         .find(b => b.value === 'ok'); box.click();
         return Array.from(document.querySelectorAll('#trials tbody tr')).filter(r => r.style.display !== 'none')
         .map(r => r.dataset.state); })()""")
-    assert shown and "ok" not in shown
+    assert shown and Outcome.OK not in shown
     peaks = browser.evaluate("""(() => { document.querySelectorAll('#state-filter input').forEach(b => {
           if (!b.checked) b.click(); });
         const heads = Array.from(document.querySelectorAll('#trials thead tr.names th'));

@@ -16,9 +16,10 @@ from autofit.results import pareto_frame, recommend, trials_frame
 from autofit.sampler import _GP
 from autofit.search import SearchPlan, evaluated_count, open_study, run_search
 from autofit.space import SearchSpace
+from autofit.trials import Outcome, TrialAttr, outcome_of
 
 MODEL = resolve_model("glm-tiny")
-PROBED = ["ok", "oom"]  # the trace probe's outcomes; oom-inferred trials are records, not probes
+PROBED = [Outcome.OK, Outcome.OOM]  # the trace probe's outcomes; oom-inferred trials are records, not probes
 
 
 def plan(tmp_path, name, trials, seed, gpu_mem="1.2GB", pins=None, global_batch=None):
@@ -40,7 +41,7 @@ def probed(frame):
 
 def oom_share(study):
     frame = trials_frame(study)
-    return (probed(frame)["state"] == "oom").mean(), frame
+    return (probed(frame)["state"] == Outcome.OOM).mean(), frame
 
 
 def assert_never_twice(frame, knobs):
@@ -51,7 +52,7 @@ def test_space_is_about_half_oom(tmp_path):
     p = plan(tmp_path, "census", 1, 0)
     probe = TraceProbe()
     states = [probe.run(MODEL, c, p.context).state for c in p.candidates.configs[::25]]  # 24 of 576
-    share = states.count("oom") / len(states)
+    share = states.count(Outcome.OOM) / len(states)
     assert 0.3 < share < 0.8, share
 
 
@@ -63,7 +64,7 @@ def test_autofit_sampler_learns_from_oom_better_than_random(tmp_path):
         run_search(p, study)
         share, frame = oom_share(study)
         ours.append(share)
-        assert frame["state"].isin([*PROBED, "oom-inferred"]).all()
+        assert frame["state"].isin([*PROBED, Outcome.OOM_INFERRED]).all()
         assert len(probed(frame)) == 20 and evaluated_count(study) == 20
         assert_never_twice(frame, p.candidates.searched)  # records and probes alike
         p = plan(tmp_path, f"random{seed}", 20, seed)
@@ -86,46 +87,46 @@ def test_oom_is_pruned_inferred_records_are_not_probes(searched):
     p, study = searched
     cands = p.candidates
     by_number = {t.number: t for t in study.trials}
-    inferred = [t for t in study.trials if t.user_attrs["autofit_state"] == "oom-inferred"]
+    inferred = [t for t in study.trials if outcome_of(t) == Outcome.OOM_INFERRED]
     assert inferred, "an out-of-memory probe in this space always implies something"
     for trial in study.trials:
-        state = trial.user_attrs["autofit_state"]
-        if state == "oom":
+        state = outcome_of(trial)
+        if state == Outcome.OOM:
             assert trial.state == TrialState.PRUNED
             assert trial.constraints["memory"] > 0
-        elif state == "ok":
+        elif state == Outcome.OK:
             assert trial.state == TrialState.COMPLETE
             assert trial.constraints["memory"] <= 0
         else:
-            assert state == "oom-inferred" and trial.state == TrialState.PRUNED and not trial.constraints
-            source = by_number[trial.user_attrs["inferred_from"]]
-            assert source.user_attrs["autofit_state"] == "oom"
+            assert state == Outcome.OOM_INFERRED and trial.state == TrialState.PRUNED and not trial.constraints
+            source = by_number[trial.user_attrs[TrialAttr.INFERRED_FROM]]
+            assert outcome_of(source) == Outcome.OOM
             # one step above the configuration that ran out of memory, along one knob
-            i = cands.index_of_config(cands.configs[0].from_dict(source.user_attrs["config"]))
-            j = cands._keys[trial.user_attrs["config_key"]]
+            i = cands.index_of_config(cands.configs[0].from_dict(source.user_attrs[TrialAttr.CONFIG]))
+            j = cands._keys[trial.user_attrs[TrialAttr.CONFIG_KEY]]
             assert cands.at_least_as_large_as(i)[j] and j in cands.one_step_larger(i)
             assert source.number < trial.number  # recorded after the probe, before the next claim
     assert evaluated_count(study) == 20
-    assert len(inferred) <= sum(t.user_attrs["autofit_state"] == "oom" for t in study.trials)
+    assert len(inferred) <= sum(outcome_of(t) == Outcome.OOM for t in study.trials)
 
 
 def test_never_probes_what_an_earlier_oom_implies(searched):
     p, study = searched
     cands, ooms = p.candidates, []
     for trial in sorted(study.trials, key=lambda t: t.number):
-        state = trial.user_attrs["autofit_state"]
+        state = outcome_of(trial)
         if state not in PROBED:
             continue
-        index = cands._keys[trial.user_attrs["config_key"]]
-        assert not any(cands.at_least_as_large_as(o)[index] for o in ooms), trial.user_attrs["config"]
-        if state == "oom":
+        index = cands._keys[trial.user_attrs[TrialAttr.CONFIG_KEY]]
+        assert not any(cands.at_least_as_large_as(o)[index] for o in ooms), trial.user_attrs[TrialAttr.CONFIG]
+        if state == Outcome.OOM:
             ooms.append(index)
 
 
 def test_recommendation_and_front(searched):
     p, study = searched
     frame = trials_frame(study)
-    ok = frame[frame["state"] == "ok"]
+    ok = frame[frame["state"] == Outcome.OK]
     rec = recommend(study)
     assert rec.tokens_per_s == ok["tokens_per_s"].max()
     assert rec.peak_memory_gib <= p.budget.usable_gib
@@ -147,7 +148,7 @@ def test_resume_continues_without_repeating(tmp_path):
     frame = trials_frame(study)
     assert len(probed(frame)) == 14
     assert_never_twice(frame, p2.candidates.searched)
-    sources = [t.user_attrs["inferred_from"] for t in study.trials if "inferred_from" in t.user_attrs]
+    sources = [t.user_attrs[TrialAttr.INFERRED_FROM] for t in study.trials if TrialAttr.INFERRED_FROM in t.user_attrs]
     assert len(sources) == len(set(sources))  # the resumed sampler did not record anything twice
 
 
@@ -185,10 +186,10 @@ def test_running_trials_are_excluded_lost_ones_are_not(tmp_path):
     sampler = study.sampler
     config = p.candidates.configs[7]
     trial = study.ask({k: optuna.distributions.CategoricalDistribution(v) for k, v in p.candidates.choices.items()})
-    study._storage.set_trial_user_attr(trial._trial_id, "config_key", config.key())
+    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.CONFIG_KEY, config.key())
     assert sampler.excluded(study)[7]  # in flight on some worker
     assert not sampler.excluded(study, current=trial.number)[7]
-    study._storage.set_trial_user_attr(trial._trial_id, "autofit_state", "lost")
+    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.STATE, Outcome.LOST.value)
     study.tell(trial, state=TrialState.FAIL)
     assert not sampler.excluded(study)[7]  # its worker died: it may be proposed again
     assert sampler.remaining(study) == len(p.candidates)

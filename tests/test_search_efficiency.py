@@ -14,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import search_efficiency as se  # noqa: E402
 
+from autofit.trials import Outcome  # noqa: E402
+
 TINY = {
     "model": "glm-tiny", "gpu_mem": "1.2GB", "gpu": "h100",
     "space": {
@@ -51,7 +53,7 @@ def test_hypervolume_matches_optuna():
 def test_oracle_is_cached_and_complete(tiny):
     assert tiny["configs"] >= 300 and len(tiny["results"]) == tiny["configs"]
     states = [r[0] for r in tiny["results"].values()]
-    assert 0.2 < states.count("ok") / len(states) < 0.8
+    assert 0.2 < states.count(Outcome.OK) / len(states) < 0.8
     assert list(se.CACHE.glob("glm-tiny-1.2GB-*.json"))
     again = se.load_oracle("glm-tiny-1.2GB", jobs=1)  # from the cache: no trace runs
     assert again["results"] == tiny["results"]

@@ -5,10 +5,11 @@ from pathlib import Path
 from autofit.concessions import TraceCache
 from autofit.gpus import get_gpu
 from autofit.models import resolve_model
-from autofit.probes import OK, OOM, CpuProbe, Probe, ProbeContext, ProbeResult, ScreenedProbe
+from autofit.probes import CpuProbe, Probe, ProbeContext, ProbeResult, ScreenedProbe
 from autofit.seq_len_curve import CSV_COLUMNS, GRANULARITY, confirm_boundary, seq_len_curves
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from autofit.trials import Outcome
 
 MODEL = resolve_model(str(Path(__file__).resolve().parent / "data" / "glm-20m"))
 CTX = ProbeContext(usable_budget_bytes=int(0.30 * GIB), gpu=get_gpu("h100"))
@@ -31,7 +32,7 @@ class FitsUpTo(Probe):
     def run(self, model, config, context):
         self.calls.append(config.seq_len)
         fits = config.seq_len <= self.limit
-        return ProbeResult(state=OK if fits else OOM, probe=self.name, estimated=False,
+        return ProbeResult(state=Outcome.OK if fits else Outcome.OOM, probe=self.name, estimated=False,
                            peak_memory_gib=0.1 * config.seq_len / GRANULARITY, tokens_per_s=100.0 if fits else None)
 
 

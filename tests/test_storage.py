@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from autofit.storage import make_storage
+from autofit.trials import Outcome, TrialAttr, is_evaluated, outcome_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -43,11 +44,11 @@ def load(url):
 
 
 def evaluated(study):
-    return [t for t in study.trials if t.user_attrs.get("autofit_state") in ("ok", "oom", "failed", "timeout")]
+    return [t for t in study.trials if is_evaluated(t)]
 
 
 def assert_distinct(trials):
-    keys = [t.user_attrs["config_key"] for t in trials]
+    keys = [t.user_attrs[TrialAttr.CONFIG_KEY] for t in trials]
     assert len(keys) == len(set(keys)), "a configuration was probed twice"
 
 
@@ -120,7 +121,7 @@ def test_two_concurrent_workers_share_one_study(storage_url, tmp_path):
     assert len(done) == 12
     assert_distinct(done)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    numbers = {t.user_attrs["worker"] for t in done}
+    numbers = {t.user_attrs[TrialAttr.WORKER] for t in done}
     assert len(numbers) == 2  # both workers probed
 
 
@@ -134,7 +135,7 @@ def test_workers_option_runs_processes_in_parallel(tmp_path):
     done = evaluated(load(url))
     assert len(done) == 10
     assert_distinct(done)
-    assert len({t.user_attrs["worker"] for t in done}) == 2
+    assert len({t.user_attrs[TrialAttr.WORKER] for t in done}) == 2
     assert (tmp_path / "o" / "trials.csv").is_file() and (tmp_path / "o" / "best-config.yaml").is_file()
 
 
@@ -151,14 +152,14 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
             study = load(url)
         except Exception:
             continue
-        running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and "config_key" in t.user_attrs]
+        running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and TrialAttr.CONFIG_KEY in t.user_attrs]
         if len(evaluated(study)) >= 3 and running:
             proc.send_signal(signal.SIGKILL)
             killed_number = running[0].number
-            killed_key = running[0].user_attrs["config_key"]
+            killed_key = running[0].user_attrs[TrialAttr.CONFIG_KEY]
     proc.wait(timeout=30)
     assert killed_number is not None, "the search finished before it could be killed"
-    before = {t.number: t.user_attrs.get("autofit_state") for t in evaluated(load(url))}
+    before = {t.number: outcome_of(t) for t in evaluated(load(url))}
     code, out, err = finish(start_cli(*args))
     assert code == 0, err
     study = load(url)
@@ -166,11 +167,11 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
     assert len(done) == 8
     assert_distinct(done)
     # nothing completed before the kill was lost or redone
-    after = {t.number: t.user_attrs.get("autofit_state") for t in done}
+    after = {t.number: outcome_of(t) for t in done}
     assert all(after.get(n) == s for n, s in before.items())
     # the killed trial is marked lost and its configuration was probed exactly once afterwards
-    assert study.trials[killed_number].user_attrs["autofit_state"] == "lost"
-    assert [t.user_attrs["config_key"] for t in done].count(killed_key) == 1
+    assert outcome_of(study.trials[killed_number]) == Outcome.LOST
+    assert [t.user_attrs[TrialAttr.CONFIG_KEY] for t in done].count(killed_key) == 1
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
@@ -185,9 +186,9 @@ def test_a_worker_that_dies_is_reaped_by_the_other(tmp_path):
     assert len(done) == 10
     assert_distinct(done)
     died_key = (tmp_path / "died").read_text()
-    lost = [t for t in study.trials if t.user_attrs.get("autofit_state") == "lost"]
-    assert len(lost) == 1 and lost[0].user_attrs["config_key"] == died_key
-    assert [t.user_attrs["config_key"] for t in done].count(died_key) == 1  # retried once
+    lost = [t for t in study.trials if outcome_of(t) == Outcome.LOST]
+    assert len(lost) == 1 and lost[0].user_attrs[TrialAttr.CONFIG_KEY] == died_key
+    assert [t.user_attrs[TrialAttr.CONFIG_KEY] for t in done].count(died_key) == 1  # retried once
 
 
 def test_crashing_probe_is_recorded_and_search_goes_on(tmp_path):
@@ -198,10 +199,10 @@ def test_crashing_probe_is_recorded_and_search_goes_on(tmp_path):
     study = load(url)
     done = evaluated(study)
     assert len(done) == 12
-    failed = [t for t in done if t.user_attrs["autofit_state"] == "failed"]
-    assert failed and all("illegal memory access" in t.user_attrs["error"] for t in failed)
+    failed = [t for t in done if outcome_of(t) == Outcome.FAILED]
+    assert failed and all("illegal memory access" in t.user_attrs[TrialAttr.ERROR] for t in failed)
     assert all(t.state == optuna.trial.TrialState.FAIL for t in failed)
-    assert "failed" in (tmp_path / "o" / "trials.csv").read_text()
+    assert Outcome.FAILED in (tmp_path / "o" / "trials.csv").read_text()
 
 
 def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
@@ -225,6 +226,6 @@ def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
     assert "Traceback" not in err
     study = load(url)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert [t for t in study.trials if t.user_attrs.get("autofit_state") == "interrupted"]
+    assert [t for t in study.trials if outcome_of(t) == Outcome.INTERRUPTED]
     rows = (out / "trials.csv").read_text().splitlines()
-    assert len(rows) - 1 == len([t for t in study.trials if "autofit_state" in t.user_attrs])
+    assert len(rows) - 1 == len([t for t in study.trials if TrialAttr.STATE in t.user_attrs])

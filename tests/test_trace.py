@@ -10,6 +10,7 @@ from autofit.probes._trace import _extrapolate, trace_at_depth
 from autofit.runtime import runtime_constants
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from autofit.trials import Outcome
 
 CTX = ProbeContext(usable_budget_bytes=1000 * GIB, gpu=get_gpu("h100"))
 TINY = resolve_model("glm-tiny")
@@ -107,7 +108,7 @@ def glm_runs():
 def test_glm4_9b_full_finetuning(glm_runs):
     full = glm_runs["full"]
     assert full.breakdown_gib["weights"] == pytest.approx(9_399_951_360 * 2 / GIB, rel=0.01)  # ~17.5 GiB of bf16
-    assert full.peak_memory_gib > 40 and full.state == "oom"
+    assert full.peak_memory_gib > 40 and full.state == Outcome.OOM
 
 
 def test_glm4_9b_qlora_weights_are_about_6_gib(glm_runs):
@@ -122,7 +123,7 @@ def test_glm4_9b_qlora_weights_are_about_6_gib(glm_runs):
 
 def test_glm4_9b_peaks_are_ordered(glm_runs):
     assert glm_runs["qlora"].peak_memory_gib < glm_runs["lora"].peak_memory_gib < glm_runs["full"].peak_memory_gib
-    assert glm_runs["qlora"].state == "ok"
+    assert glm_runs["qlora"].state == Outcome.OK
     for run in glm_runs.values():
         assert run.estimated and run.probe == "trace" and run.tokens_per_s > 0
 

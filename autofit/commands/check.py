@@ -11,7 +11,8 @@ from ..budget import make_budget
 from ..concessions import TraceCache
 from ..fixes import fewest_changes
 from ..knobs import TrainingConfig
-from ..probes import OK, ProbeContext
+from ..probes import ProbeContext
+from ..trials import Outcome
 from ..rules import check_valid
 from ..trainer_files import read_trainer_file
 from ._common import breakdown_table, choose_gpu, positive
@@ -29,11 +30,9 @@ def check(file: str, gpu_mem: str, model: str | None, gpu: str | None, gpus: int
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     cache = TraceCache(spec, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
     result = cache.run(config)
-    if result.peak_memory_gib is None:  # the trace probe always estimates the peak
-        raise ValueError(f"the trace probe left out the peak: {result}")
-    fits = result.state == OK
+    fits = result.state == Outcome.OK
     fixes = [] if fits else fewest_changes(cache, config)
-    answer = {"fits": fits, "peak_memory_gib": round(result.peak_memory_gib, 3),
+    answer = {"fits": fits, "peak_memory_gib": round(result.figures()[0], 3),
               "usable_budget_gib": round(budget.usable_gib, 3), "config": config.to_dict(),
               "suggestions": [f.to_dict() for f in fixes]}
     extra = {"model": spec.name, "format": trainer.format, "tokens_per_s": result.tokens_per_s,

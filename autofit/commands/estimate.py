@@ -12,6 +12,7 @@ from ..candidates import drop_unsupported_attention
 from ..models import resolve_model
 from ..probes import ProbeContext, TraceProbe
 from ..rules import check_valid
+from ..trials import DetailKey, Outcome
 from ..validation import check_pins_for_model
 from ._common import breakdown_table, choose_gpu, load_space, parse_pins, positive
 
@@ -30,18 +31,17 @@ def estimate(model: str, gpu_mem: str, sets: list[str] | None, space: str | None
     check_valid(config, spec.facts)
     card, source = choose_gpu(gpu, budget.gpu_mem_bytes)
     result = TraceProbe().run(spec, config, ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=card, gpus=gpus))
-    peak, tokens_per_s, step_time_s = result.peak_memory_gib, result.tokens_per_s, result.step_time_s
-    if peak is None or tokens_per_s is None or step_time_s is None:  # the trace probe estimates all three
-        raise ValueError(f"the trace probe left out an estimate: {result}")
+    peak, tokens_per_s = result.figures()
     return {
         "model": spec.name, "params": spec.params, "gpu_mem": gpu_mem, "usable_budget_gib": round(budget.usable_gib, 3),
-        "fits": result.state == "ok", "probe": result.probe, "estimated": result.estimated,
+        "fits": result.state == Outcome.OK, "probe": result.probe, "estimated": result.estimated,
         "peak_memory_gib": round(peak, 3), "tokens_per_s": round(tokens_per_s, 1),
-        "step_time_s": round(step_time_s, 4), "gpu": card.key, "gpu_source": source, "gpus": gpus,
+        "step_time_s": None if result.step_time_s is None else round(result.step_time_s, 4),
+        "gpu": card.key, "gpu_source": source, "gpus": gpus,
         "config": config.to_dict(), "breakdown_gib": {k: round(v, 3) for k, v in result.breakdown_gib.items()},
         "peak_phase": result.details.get("peak_phase"), "trainable_params": result.details.get("trainable_params"),
         "notes": [left_out] if left_out else [],
-        "time_breakdown_s": {k: round(v, 4) for k, v in result.details.get("time_breakdown_s", {}).items()},
+        "time_breakdown_s": {k: round(v, 4) for k, v in result.details.get(DetailKey.TIME_BREAKDOWN_S, {}).items()},
     }
 
 

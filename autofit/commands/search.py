@@ -13,18 +13,18 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..advice import (FROM_FILE_ATTR, REQUIREMENTS_ATTR, compute_advice, enqueue_from_file, plan_with_requirements,
-                      summary_lines)
-from ..budget import make_budget
+from ..advice import compute_advice, enqueue_from_file, plan_with_requirements, summary_lines
+from ..budget import probe_budget
 from ..knobs import requirement_knobs
 from ..requirements import resolve_requirements
 from ..errors import AutofitError
 from ..models import resolve_model
 from ..outputs import ensure_writable_dir, write_outputs
-from ..probes import EVALUATED, get_probe
+from ..probes import get_probe
 from ..results import pareto_frame, recommend
 from ..search import SearchPlan, check_budget_reachable, evaluated_count, open_study, run_search
 from ..lifecycle import exit_status
+from ..trials import EVALUATED, Outcome, StudyAttr, TrialAttr, outcome_of
 from ..validation import check_pins_for_model, check_search_options, sqlite_url
 from ..workers import run_workers
 from ..units import size_label
@@ -64,19 +64,20 @@ class Progress:
 
     def finish(self, trial):
         attrs = trial.user_attrs
-        state = attrs.get("autofit_state", "?")
-        peak, tps = attrs.get("peak_memory_gib"), attrs.get("tokens_per_s")
+        outcome = outcome_of(trial)
+        state = "?" if outcome is None else outcome.value
+        peak, tps = attrs.get(TrialAttr.PEAK_MEMORY_GIB), attrs.get(TrialAttr.TOKENS_PER_S)
         if state in EVALUATED:
             self.done += 1
-        if state == "ok" and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
+        if state == Outcome.OK and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
             self.best = (tps, peak, trial.number)
-        style = {"ok": "green", "oom": "red", "invalid": "yellow"}.get(state, "magenta")
-        row = (f"{trial.number}", fmt_config(attrs.get("config", {}), self.keys), f"[{style}]{state}[/]",
+        style = {Outcome.OK: "green", Outcome.OOM: "red", Outcome.INVALID: "yellow"}.get(outcome, "magenta")
+        row = (f"{trial.number}", fmt_config(attrs.get(TrialAttr.CONFIG, {}), self.keys), f"[{style}]{state}[/]",
                "" if peak is None else f"{peak:.2f}", "" if tps is None else f"{tps:,.0f}")
         self.rows.append(row)
         self.current = ""
         if self.live is None:
-            mark = " (predicted)" if state == "oom-predicted" else self.mark
+            mark = " (predicted)" if state == Outcome.OOM_PREDICTED else self.mark
             self.console.print(f"trial {row[0]} {row[2]} {row[1]} peak {row[3]} GiB, {row[4]} tokens/s{mark}",
                                highlight=False)
         self._refresh()
@@ -103,7 +104,7 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
         raise AutofitError("--screen-margin must be zero or positive")
     prober = get_probe(probe, timeout_s=probe_timeout, screen_margin=screen_margin,
                        cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    budget = make_budget(gpu_mem, headroom, measure=prober.name == "cuda", runtime_reserve=prober.name != "cpu")
+    budget = probe_budget(gpu_mem, headroom, prober.capabilities)
     pins = parse_pins(sets)
     search_space = load_space(space, pins)
     check_pins_for_model(pins, spec.config, search_space.values)
@@ -170,11 +171,11 @@ def search_command(model, gpu_mem, trials, timeout, seed, space, sets, global_ba
         if progress.live is not None:
             progress.live.stop()
     if from_file is not None:
-        study.set_user_attr(FROM_FILE_ATTR, from_file.to_attrs())
+        study.set_user_attr(StudyAttr.FROM_FILE, from_file.to_attrs())
     if not interrupted:
         compute_advice(plan, study, req, space_values)
     else:
-        study.set_user_attr(REQUIREMENTS_ATTR, req.to_attrs())
+        study.set_user_attr(StudyAttr.REQUIREMENTS, req.to_attrs())
     written = write_outputs(study, folder)
     _print_summary(console, study, plan, reason, time.monotonic() - started, written)
     if interrupted is not None:

@@ -1,11 +1,14 @@
 """Probes: one interface (`Probe`: a configuration in, peak memory and tokens/s out), several backends."""
 
-from ._base import (EVALUATED, FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe,
-                    ProbeContext, ProbeResult)
-from ._real import ChildProcessProbe, CpuProbe, CudaProbe, ScreenedProbe, default_timeout_s
+from ..trials import EVALUATED
+from ._base import (DEVICE_ONLY_KNOBS, FAILED, INTERRUPTED, INVALID, LOST, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe,
+                    ProbeCapabilities, ProbeContext, ProbeResult)
+from ._real import (CPU_CAPABILITIES, CUDA_CAPABILITIES, ChildProcessProbe, CpuProbe, CudaProbe, ScreenedProbe,
+                    default_timeout_s)
 from ._trace import TraceProbe, trace_step
 
-__all__ = ["Probe", "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessProbe", "CpuProbe", "CudaProbe",
+__all__ = ["Probe", "ProbeCapabilities", "CPU_CAPABILITIES", "CUDA_CAPABILITIES", "DEVICE_ONLY_KNOBS",
+           "ProbeContext", "ProbeResult", "TraceProbe", "ChildProcessProbe", "CpuProbe", "CudaProbe",
            "ScreenedProbe",
            "default_timeout_s", "trace_step", "get_probe",
            "OK", "OOM", "INVALID", "FAILED", "TIMEOUT", "OOM_PREDICTED", "LOST", "INTERRUPTED", "EVALUATED",

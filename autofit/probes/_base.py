@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..gpus import GpuSpec
 from ..knobs import TrainingConfig
 from ..models import ModelSpec
+from ..trials import Outcome
 
-# Outcomes of a trial, as written to trials.csv (`state`). A probe returns ok, oom, failed or timeout;
-# `invalid` is decided before any probe; `lost` (its worker died) and `interrupted` (Ctrl-C) are retried.
-OK, OOM, INVALID, FAILED, TIMEOUT = "ok", "oom", "invalid", "failed", "timeout"
-OOM_PREDICTED, LOST, INTERRUPTED = "oom-predicted", "lost", "interrupted"
-EVALUATED = (OK, OOM, FAILED, TIMEOUT)  # probed: count toward --trials; never probed again
-# oom-predicted (screened out by the trace before a real probe) is neither probed again nor counted
+# the outcomes under their former names, for code written against autofit.probes; new code uses trials.Outcome
+OK, OOM, INVALID, FAILED, TIMEOUT = Outcome.OK, Outcome.OOM, Outcome.INVALID, Outcome.FAILED, Outcome.TIMEOUT
+OOM_PREDICTED, LOST, INTERRUPTED = Outcome.OOM_PREDICTED, Outcome.LOST, Outcome.INTERRUPTED
+
+
+# knobs that change neither a trace's tensor bytes nor a CPU run: only a run on a CUDA device tells their values
+# apart (the allocator's expandable segments cut fragmentation, not the bytes tensors hold)
+DEVICE_ONLY_KNOBS = frozenset({"allocator"})
+
+
+@dataclass(frozen=True)
+class ProbeCapabilities:
+    """What a probe can do, declared on its class (like Optuna's sampler hooks, with defaults): the search and
+    the budget follow these, never the probe's name, so a probe given as --probe package.module:Class gets
+    the behaviour it declares. The defaults describe an estimating probe that runs nothing on a device (the
+    trace probe). Whether its figures are estimates is `Probe.estimated`."""
+
+    device: Literal["none", "cpu", "cuda"] = "none"  # where it runs training steps; none: it estimates them
+    # the usable budget leaves room for device memory outside the tensors (CUDA context, library workspaces);
+    # on the CPU host and device memory are one, so there is none to leave
+    runtime_reserve: bool = True
+    measures_reserve: bool = False  # that reserve is measured on the visible GPU (else data/runtime.yaml's)
+    # the DEVICE_ONLY_KNOBS it tells apart: searched only when the probe lists them, else held at the space's
+    # default (unless --set pins them)
+    device_knobs: frozenset[str] = frozenset()
+    # knobs it cannot measure, held at the one value it can (unless --set pins them)
+    fixed_knobs: Mapping[str, Any] = field(default_factory=dict)
+    max_params: float | None = None  # the largest model (parameters) it accepts; None: any
+
+    def unvaried_knobs(self) -> frozenset[str]:
+        """Device-only knobs this probe cannot tell apart."""
+        return DEVICE_ONLY_KNOBS - self.device_knobs
 
 
 @dataclass(frozen=True)
@@ -31,7 +59,7 @@ class ProbeContext:
 class ProbeResult:
     """What one probe found. A trace's numbers are estimates (`estimated` True); a real probe's are measured."""
 
-    state: str  # ok | oom | failed | timeout
+    state: Outcome  # ok | oom | failed | timeout (a screened probe: oom-predicted); a plain string is converted
     probe: str  # trace | cuda | cpu
     estimated: bool
     peak_memory_gib: float | None = None
@@ -45,6 +73,15 @@ class ProbeResult:
     peak_allocated_gib: float | None = None  # torch.cuda.max_memory_allocated (CPU: live tensor bytes)
     peak_reserved_gib: float | None = None  # torch.cuda.max_memory_reserved (CPU: same as allocated)
     predicted_peak_gib: float | None = None
+
+    def __post_init__(self) -> None:
+        self.state = Outcome(self.state)  # a probe of one's own may return "ok": one type from here on
+
+    def figures(self) -> tuple[float, float]:
+        """(peak GiB, tokens/s) of a result that has both, as every trace result has; ValueError otherwise."""
+        if self.peak_memory_gib is None or self.tokens_per_s is None:
+            raise ValueError(f"the {self.probe} probe's result ({self.state}) has no peak memory or tokens/s")
+        return self.peak_memory_gib, self.tokens_per_s
 
     @property
     def prediction_error_pct(self) -> float | None:
@@ -60,8 +97,9 @@ class ProbeResult:
 class Probe(abc.ABC):
     """Measures (or, for the trace probe, estimates) one training configuration."""
 
-    name: str = "probe"
+    name: str = "probe"  # a label, stored with each trial and printed; no behaviour depends on it
     estimated: bool = False
+    capabilities: ProbeCapabilities = ProbeCapabilities()  # immutable: one shared default is safe
 
     @abc.abstractmethod
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:

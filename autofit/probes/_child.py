@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..trials import DetailKey, Outcome
+
 
 def _device_memory_used() -> tuple[int, str]:
     """Device memory this process holds as NVML sees it (context included), with where the figure came from.
@@ -46,7 +48,7 @@ def _measure_cuda(result: dict) -> None:
     used, source = _device_memory_used()
     result["device_used_bytes"], result["device_used_source"] = used, source
     # memory the CUDA runtime holds outside PyTorch's allocator (context, cuBLAS/NCCL workspaces)
-    result["runtime_reserve_bytes"] = max(0, used - torch.cuda.memory_reserved())
+    result[DetailKey.RUNTIME_RESERVE_BYTES] = max(0, used - torch.cuda.memory_reserved())
 
 
 def probe(request: dict) -> dict:
@@ -61,7 +63,7 @@ def probe(request: dict) -> dict:
     config = TrainingConfig.from_dict(request["config"])
     device, budget = request["device"], int(request["budget_bytes"])
     cuda = device.startswith("cuda")
-    result: dict = {"state": "ok", "device": device}
+    result: dict = {"state": Outcome.OK.value, "device": device}
     tracker = None
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank under torchrun
@@ -96,7 +98,7 @@ def probe(request: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - OOM is an outcome; the rest crash the child on purpose
         if not is_oom(exc):
             raise
-        result["state"] = "oom"
+        result["state"] = Outcome.OOM.value
         result["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     finally:
         if tracker is not None:
@@ -105,10 +107,10 @@ def probe(request: dict) -> dict:
         try:
             _measure_cuda(result)
         except Exception as exc:  # noqa: BLE001 - a CUDA error after an OOM must not turn the oom into a crash
-            if result["state"] == "ok":
+            if result["state"] == Outcome.OK:
                 raise
             result["measure_error"] = f"{type(exc).__name__}: {exc}"
-    elif tracker is not None:  # the CPU: the tracker counted the step
+    elif tracker is not None:  # the CPU: the tracker counted the live tensor bytes
         train = tracker.phases.get("train")
         peak = train.peak_bytes if train else max(r.peak_bytes for r in tracker.phases.values())
         result["peak_allocated_bytes"] = result["peak_reserved_bytes"] = peak

@@ -26,7 +26,8 @@ from ..knobs import TrainingConfig
 from ..lifecycle import probe_dir_prefix, sweep_stale_probe_dirs
 from ..models import ModelSpec
 from ..units import GIB
-from ._base import FAILED, OK, OOM, OOM_PREDICTED, TIMEOUT, Probe, ProbeContext, ProbeResult
+from ..trials import DetailKey, Outcome
+from ._base import Probe, ProbeCapabilities, ProbeContext, ProbeResult
 from ._trace import TraceProbe
 from ._training import deepspeed_missing
 
@@ -42,11 +43,20 @@ def default_timeout_s(model: ModelSpec, device: str) -> float:
     return 90.0 + 20.0 * billions  # glm4-9b: about 4.5 minutes
 
 
+# real training steps on a CUDA GPU: the runtime reserve is measured there, and the allocator is searched
+CUDA_CAPABILITIES = ProbeCapabilities(device="cuda", runtime_reserve=True, measures_reserve=True,
+                                      device_knobs=frozenset({"allocator"}))
+# real training steps on the CPU: host and device memory are one (no runtime reserve, and neither ZeRO
+# partitioning nor offload can be measured); a step of a model beyond 2B parameters takes minutes to hours
+CPU_CAPABILITIES = ProbeCapabilities(device="cpu", runtime_reserve=False,
+                                     fixed_knobs={"zero_stage": 0, "offload": "none"}, max_params=2e9)
+
+
 class ChildProcessProbe(Probe):
     """A real probe on `device`, run in a child process."""
 
-    device = "cuda"
     estimated = False
+    capabilities = CUDA_CAPABILITIES
 
     def __init__(self, timeout_s: float | None = None, warmup_steps: int = 1, measured_steps: int = 2,
                  threads: int | None = None):
@@ -62,15 +72,16 @@ class ChildProcessProbe(Probe):
         started = time.perf_counter()
         missing = deepspeed_missing(config)
         if missing:  # DeepSpeed is an extra: the trial fails with how to install it, no child started
-            return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+            return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=False,
                                duration_s=time.perf_counter() - started, error=missing)
-        timeout = self.timeout_s or default_timeout_s(model, self.device)
+        timeout = self.timeout_s or default_timeout_s(model, self.capabilities.device)
         sweep_stale_probe_dirs()  # folders left by a search that was killed with SIGKILL
         with tempfile.TemporaryDirectory(prefix=probe_dir_prefix()) as tmp:
             request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
             stderr_path = Path(tmp, "stderr")
             request = {"model": {"name": model.name, "config": model.config}, "config": config.to_dict(),
-                       "device": self.device, "budget_bytes": context.usable_budget_bytes, "gpus": context.gpus,
+                       "device": self.capabilities.device, "budget_bytes": context.usable_budget_bytes,
+                       "gpus": context.gpus,
                        "warmup": self.warmup_steps, "steps": self.measured_steps,
                        "threads": self.threads or os.cpu_count() or 1}
             request_path.write_text(json.dumps(request))
@@ -85,7 +96,7 @@ class ChildProcessProbe(Probe):
                     child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     _kill(child)
-                    return ProbeResult(state=TIMEOUT, probe=self.name, estimated=False,
+                    return ProbeResult(state=Outcome.TIMEOUT, probe=self.name, estimated=False,
                                        duration_s=time.perf_counter() - started,
                                        error=f"probe killed after its {timeout:.0f} s timeout")
                 except BaseException:  # Ctrl-C: stop the running probe with us
@@ -95,7 +106,7 @@ class ChildProcessProbe(Probe):
                 tail = stderr_path.read_text(errors="replace").strip().splitlines()[-STDERR_TAIL_LINES:]
                 code = child.returncode
                 how = f"signal {-code}" if code < 0 else f"exit status {code}"
-                return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+                return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=False,
                                    duration_s=time.perf_counter() - started,
                                    error=f"probe process died ({how}):\n" + "\n".join(tail))
             data = json.loads(result_path.read_text())
@@ -106,7 +117,7 @@ class ChildProcessProbe(Probe):
         reserved = data.get("peak_reserved_bytes")
         details = {k: v for k, v in data.items() if k not in ("state", "error", "tokens_per_s", "step_time_s")}
         return ProbeResult(
-            state=OK if data["state"] == "ok" else OOM, probe=self.name, estimated=False,
+            state=Outcome(data["state"]), probe=self.name, estimated=False,
             peak_memory_gib=None if reserved is None else reserved / GIB,
             peak_allocated_gib=None if allocated is None else allocated / GIB,
             peak_reserved_gib=None if reserved is None else reserved / GIB,
@@ -127,7 +138,7 @@ class CpuProbe(ChildProcessProbe):
     bytes: the child raises torch.OutOfMemoryError when they pass it. tokens/s is measured."""
 
     name = "cpu"
-    device = "cpu"
+    capabilities = CPU_CAPABILITIES
 
     def __init__(self, timeout_s: float | None = None, warmup_steps: int = 1, measured_steps: int = 1,
                  threads: int | None = None):
@@ -136,7 +147,7 @@ class CpuProbe(ChildProcessProbe):
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         if config.zero_stage > 0:
-            return ProbeResult(state=FAILED, probe=self.name, estimated=False,
+            return ProbeResult(state=Outcome.FAILED, probe=self.name, estimated=False,
                                error="the cpu probe cannot measure DeepSpeed ZeRO or offload: on the CPU host and "
                                      "device memory are the same; use --probe cuda or trace")
         return super().run(model, config, context)
@@ -147,7 +158,7 @@ class CudaProbe(ChildProcessProbe):
     allocator capped at the usable budget when the card is larger than --gpu-mem."""
 
     name = "cuda"
-    device = "cuda"
+    capabilities = CUDA_CAPABILITIES
 
     def command(self, request_path: Path, result_path: Path, gpus: int) -> list[str]:
         if gpus > 1:  # a DeepSpeed world: one process per GPU
@@ -165,21 +176,23 @@ class ScreenedProbe(Probe):
     def __init__(self, real: Probe, margin: float | None = 0.10):
         self.real, self.margin, self.tracer = real, margin, TraceProbe()
         self.name = real.name
+        self.capabilities = real.capabilities
 
     def run(self, model: ModelSpec, config: TrainingConfig, context: ProbeContext) -> ProbeResult:
         predicted = self.tracer.run(model, config, context)
-        if predicted.peak_memory_gib is None:
-            raise ValueError("the trace probe reported no peak")
-        limit = float("inf") if self.margin is None else context.usable_budget_bytes * (1 + self.margin) / GIB
-        if self.margin is not None and predicted.peak_memory_gib > limit:
+        peak, _ = predicted.figures()
+        factor = None if self.margin is None else 1 + self.margin
+        limit = float("inf") if factor is None else context.usable_budget_bytes * factor / GIB
+        if factor is not None and peak > limit:
             return ProbeResult(
-                state=OOM_PREDICTED, probe=self.name, estimated=True, peak_memory_gib=predicted.peak_memory_gib,
+                state=Outcome.OOM_PREDICTED, probe=self.name, estimated=True,
+                peak_memory_gib=peak,
                 tokens_per_s=predicted.tokens_per_s, breakdown_gib=predicted.breakdown_gib,
-                predicted_peak_gib=predicted.peak_memory_gib, duration_s=predicted.duration_s,
-                error=f"trace predicts {predicted.peak_memory_gib:.2f} GiB, above the budget x {1 + self.margin:.2f} "
+                predicted_peak_gib=peak, duration_s=predicted.duration_s,
+                error=f"trace predicts {peak:.2f} GiB, above the budget x {factor:.2f} "
                       f"= {limit:.2f} GiB: not run")
         result = self.real.run(model, config, context)
         result.predicted_peak_gib = predicted.peak_memory_gib
-        result.details["predicted_tokens_per_s"] = predicted.tokens_per_s
-        result.details["predicted_breakdown_gib"] = predicted.breakdown_gib
+        result.details[DetailKey.PREDICTED_TOKENS_PER_S] = predicted.tokens_per_s
+        result.details[DetailKey.PREDICTED_BREAKDOWN_GIB] = predicted.breakdown_gib
         return result

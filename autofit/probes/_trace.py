@@ -41,7 +41,8 @@ from ..memory_categories import CATEGORIES
 from ..models import ModelSpec
 from ..runtime import runtime_constants
 from ..units import GIB
-from ._base import OK, OOM, Probe, ProbeContext, ProbeResult
+from ..trials import DetailKey, Outcome
+from ._base import Probe, ProbeContext, ProbeResult
 from ._memtrack import PhaseRecord, StepTracker
 from ._perf import TIME_PARTS, PerfModel, add_parts
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
@@ -439,17 +440,17 @@ class TraceProbe(Probe):
         step_s = sum(parts.values())
         tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps
         tokens_per_s = tokens * max(1, context.gpus) / step_s
-        state = OK if peak <= context.usable_budget_bytes else OOM
+        state = Outcome.OK if peak <= context.usable_budget_bytes else Outcome.OOM
         return ProbeResult(
             state=state, probe=self.name, estimated=True, peak_memory_gib=peak / GIB,
             tokens_per_s=tokens_per_s, step_time_s=step_s,
             breakdown_gib={c: best[c] / GIB for c in CATEGORIES}, duration_s=time.perf_counter() - started,
-            error=None if state == OK else f"estimated peak {peak / GIB:.2f} GiB exceeds the usable budget "
+            error=None if state == Outcome.OK else f"estimated peak {peak / GIB:.2f} GiB exceeds the usable budget "
                                            f"{context.usable_budget_bytes / GIB:.2f} GiB",
             details={"peak_phase": best_phase, "depths_traced": list(trace.depths_traced),
                      "trainable_params": int(trace.trainable_params), "gpu": context.gpu.key,
                      "step_flops": _step_flops(trace, config.gradient_accumulation_steps),
-                     "time_breakdown_s": {p: round(parts[p], 6) for p in TIME_PARTS}})
+                     DetailKey.TIME_BREAKDOWN_S: {p: round(parts[p], 6) for p in TIME_PARTS}})
 
 
 def _step_flops(trace: StepTrace, ga: int) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..knobs import TrainingConfig
 from ..models import ModelSpec
+from ..trials import DetailKey
 
 
 @dataclass
@@ -305,5 +306,5 @@ def summary(times: StepTimes, config: TrainingConfig, gpus: int) -> dict[str, An
 
     step_s = statistics.median(times.measured_s)
     tokens = config.per_device_train_batch_size * config.seq_len * config.gradient_accumulation_steps * gpus
-    return {"step_time_s": step_s, "tokens_per_s": tokens / step_s, "measured_steps_s": times.measured_s,
+    return {"step_time_s": step_s, "tokens_per_s": tokens / step_s, DetailKey.MEASURED_STEPS_S: times.measured_s,
             "warmup_steps_s": times.warmup_s}

@@ -1,0 +1,37 @@
+"""Commands pay only for the libraries they use: `autofit --help` and the CLI module import no torch, and
+`autofit estimate` imports what the trace probe needs (torch, transformers, peft), not the search's or the
+report's libraries. Each check runs in a fresh interpreter, where sys.modules starts empty."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+# what estimate must not load: the ZeRO real probes' DeepSpeed, the search's Optuna, the report's pandas/plotly
+NOT_FOR_ESTIMATE = ("deepspeed", "optuna", "pandas", "plotly", "sqlalchemy")
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_importing_the_cli_imports_no_torch():
+    proc = _python("import autofit.cli, sys; assert 'torch' not in sys.modules, 'torch imported'")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_help_imports_no_torch():
+    proc = _python("import sys, runpy\nsys.argv = ['autofit', '--help']\ntry:\n    runpy.run_module('autofit', "
+                   "run_name='__main__')\nexcept SystemExit as exc:\n    assert exc.code in (0, None)\n"
+                   "heavy = [m for m in ('torch', 'transformers', 'peft', 'optuna', 'pandas') if m in sys.modules]\n"
+                   "assert not heavy, heavy")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_estimate_imports_only_what_the_trace_needs():
+    proc = _python("import sys, runpy\nsys.argv = ['autofit', 'estimate', '--model', 'glm-tiny', '--gpu-mem', '2GB',"
+                   " '--json']\ntry:\n    runpy.run_module('autofit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                   f"extra = [m for m in {NOT_FOR_ESTIMATE!r} if m in sys.modules]\n"
+                   "assert 'torch' in sys.modules and not extra, extra")
+    assert proc.returncode == 0, proc.stderr
+    assert '"peak_memory_gib"' in proc.stdout  # it did run the estimate
