@@ -356,11 +356,12 @@ def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp
 def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     out = tmp_path / "o"
     url = f"sqlite:///{out}/study.db"
+    marker = tmp_path / "holding"
+    # the first probe holds in its pause and says so in `marker`: the signal lands there
     proc = _cli("search", *TINY, "--trials", "30", "--out", out, "--probe", "probes_for_tests:SlowTraceProbe",
-                AUTOFIT_TEST_PROBE_SLEEP="3")
-    assert _wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs
-                                 for t in _load(url).trials), 180)
-    time.sleep(1.5)  # inside the probe's pause
+                AUTOFIT_TEST_HOLD_AFTER="0", AUTOFIT_TEST_MARKER=str(marker))
+    assert _wait_for(lambda: marker.read_text().endswith("\n"), 180), proc.stderr.read() if proc.poll() else ""
+    assert any(t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs for t in _load(url).trials)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

@@ -38,6 +38,7 @@ def test_the_test_model_has_about_20m_parameters():
     assert 15e6 < MODEL.params < 25e6
 
 
+@pytest.mark.slow  # real training steps on the CPU
 @pytest.mark.parametrize("changes", [dict(quantization="nf4", optimizer="adamw_8bit", gradient_accumulation_steps=2),
                                      dict(lora_rank=0, quantization="none")])
 def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
@@ -52,6 +53,7 @@ def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
     assert predicted == pytest.approx(result.peak_allocated_gib, rel=0.05)
 
 
+@pytest.mark.slow  # real training steps on the CPU
 def test_quantized_model_builds_layer_by_layer_within_the_budget():
     """QLoRA of a model whose bf16 weights (31 MiB) exceed the budget (24 MiB): a quantizing loader never holds
     them all at once, and neither may the probe, or a 32B QLoRA search on a 24 GB card would OOM while building."""
@@ -66,6 +68,7 @@ def test_quantized_model_builds_layer_by_layer_within_the_budget():
     assert 0 < result.peak_allocated_gib * GIB <= budget.usable_budget_bytes
 
 
+@pytest.mark.slow  # real training steps on the CPU
 def test_cpu_probe_runs_out_of_memory_by_the_budget():
     result = CpuProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512,
                                                       gradient_checkpointing=False), CTX)
@@ -81,6 +84,8 @@ def test_screen_skips_what_the_trace_predicts_far_over_budget():
     assert result.duration_s < 30  # nothing was run
 
 
+@pytest.mark.slow  # real training steps on the CPU
+@pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_cpu_search_end_to_end(tmp_path):
     out = tmp_path / "out"
     proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 12,
@@ -122,6 +127,8 @@ def test_crashing_child_is_recorded_failed(tmp_path):
     assert "NCCL error" in rows[0]["error"] and "exit status 134" in rows[0]["error"]
 
 
+@pytest.mark.slow  # real training steps on the CPU
+@pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_validate_gpu_runs_with_the_cpu_probe(tmp_path):
     out = tmp_path / "cpu.md"
     proc = subprocess.run([sys.executable, "bench/validate_gpu.py", "--probe", "cpu", "--model", str(MODEL_DIR),

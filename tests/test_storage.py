@@ -207,18 +207,18 @@ def test_crashing_probe_is_recorded_and_search_goes_on(tmp_path):
 def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     out = tmp_path / "o"
+    marker = tmp_path / "holding"
+    # the third probe holds in its pause and says so in `marker`: the signal lands there, not in the trace's C++ code
     proc = start_cli(*SEARCH, "--trials", 30, "--storage", url, "--out", out, "--probe", "probes_for_tests:SlowTraceProbe",
-                     AUTOFIT_TEST_PROBE_SLEEP="2")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            study = load(url)
-        except Exception:
-            continue
-        if len(evaluated(study)) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                     AUTOFIT_TEST_PROBE_SLEEP="0.2", AUTOFIT_TEST_HOLD_AFTER="2", AUTOFIT_TEST_MARKER=str(marker))
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if marker.is_file() and marker.read_text().endswith("\n"):
             break
-    time.sleep(1.0)  # land in the probe's 2 s pause, not inside the trace's C++ code
+    assert marker.is_file(), f"no probe reached its pause: {proc.poll()=}"
+    study = load(url)
+    assert len(evaluated(study)) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=60)
     assert code == 130, err
