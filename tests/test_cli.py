@@ -193,6 +193,7 @@ def test_search_bad_input(tmp_path, cli, args, fragment):
     _bad(cli("search", *args, "--out", out, "--trials", "2"), fragment, out)
 
 
+@pytest.mark.slow  # traces the smallest configurations of the 9B model until one fits (none does)
 def test_search_budget_error_says_what_is_needed(tmp_path, cli):
     out = tmp_path / "out"
     proc = cli("search", "--model", "glm4-9b", "--gpu-mem", "1.5GB", "--out", out)
