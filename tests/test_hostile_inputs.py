@@ -333,6 +333,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # two real searches
 def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp_path):
     """The deterministic hang of issue 14: a RUNNING trial with no worker (its claimer died between
     study.ask() and recording itself) used to make every rerun wait forever."""
@@ -372,6 +373,7 @@ def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     assert (out / "trials.csv").is_file()
 
 
+@pytest.mark.slow  # a real search killed with SIGKILL
 def test_probe_child_dies_with_its_killed_search_and_its_folder_goes(tmp_path):
     marker = tmp_path / "child"
     proc = _cli("search", *TINY, "--trials", "2", "--out", tmp_path / "o", "--probe",
@@ -385,6 +387,7 @@ def test_probe_child_dies_with_its_killed_search_and_its_folder_goes(tmp_path):
     assert _wait_for(lambda: not Path(folder).exists(), 10), "the probe's temp folder was left behind"
 
 
+@pytest.mark.slow  # a real search and its two workers, killed
 def test_workers_die_with_their_killed_parent(tmp_path):
     out = tmp_path / "o"
     url = f"sqlite:///{out}/study.db"

@@ -91,7 +91,9 @@ def postgres_url():
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgresql"])
+# sqlite in the fast lane; the journal file and the PostgreSQL server (started once per session) are slow
+@pytest.fixture(params=["sqlite", pytest.param("journal", marks=pytest.mark.slow),
+                        pytest.param("postgresql", marks=pytest.mark.slow)])
 def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/study.db"
@@ -138,6 +140,7 @@ def test_workers_option_runs_processes_in_parallel(tmp_path):
     assert (tmp_path / "o" / "trials.csv").is_file() and (tmp_path / "o" / "best-config.yaml").is_file()
 
 
+@pytest.mark.slow  # two real searches, one killed mid-trial
 @pytest.mark.parametrize("backend", ["journal"])  # sqlite's lost-trial path is covered by the dying-worker test
 def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
     url = f"sqlite:///{tmp_path}/study.db" if backend == "sqlite" else f"journal:///{tmp_path}/study.log"
@@ -174,6 +177,7 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
+@pytest.mark.slow  # three real processes, one dies and is reaped
 def test_a_worker_that_dies_is_reaped_by_the_other(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     code, out, err = finish(start_cli(*SEARCH, "--trials", 10, "--workers", 2, "--storage", url, "--out", tmp_path / "o",
