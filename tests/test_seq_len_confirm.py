@@ -84,7 +84,6 @@ def test_the_cpu_probe_confirms_the_traced_boundary():
 
 
 @pytest.mark.slow  # real training steps on the CPU, in a real `autofit search` process
-@pytest.mark.timeout(600)  # as long as its subprocess may take
 def test_cpu_search_confirms_the_recommendations_boundary(tmp_path):
     """End to end with `--probe cpu`: seq-len.csv and the summary label the recommendation's boundary as measured
     (or moved), the other strategies' as estimated."""
