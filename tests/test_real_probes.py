@@ -14,6 +14,7 @@ from autofit.models import ModelSpec, resolve_model
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, TraceProbe
 from autofit.space import SearchSpace
 from autofit.units import GIB
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -105,10 +106,13 @@ def test_cpu_search_end_to_end(tmp_path):
     assert "measured" in (out / "best-config.yaml").read_text() or "estimated: false" in (out / "best-config.yaml").read_text()
 
 
-def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
+def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path, monkeypatch):
+    # the search runs in-process (conftest.run_cli); its probe children are real processes
     marker = tmp_path / "pids"
-    proc = cli("search", "--probe", "probes_for_tests:HangingProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
-               "--trials", 2, "--out", tmp_path / "out", AUTOFIT_TEST_TIMEOUT="2", AUTOFIT_TEST_MARKER=str(marker))
+    monkeypatch.setenv("AUTOFIT_TEST_TIMEOUT", "2")
+    monkeypatch.setenv("AUTOFIT_TEST_MARKER", str(marker))
+    proc = run_cli("search", "--probe", "probes_for_tests:HangingProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
+                   "--trials", 2, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["timeout", "timeout"]
@@ -119,8 +123,9 @@ def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
 
 
 def test_crashing_child_is_recorded_failed(tmp_path):
-    proc = cli("search", "--probe", "probes_for_tests:CrashingChildProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
-               "--trials", 2, "--out", tmp_path / "out")
+    # the search runs in-process (conftest.run_cli); its probe children are real processes
+    proc = run_cli("search", "--probe", "probes_for_tests:CrashingChildProbe", "--model", "glm-tiny", "--gpu-mem",
+                   "2GB", "--trials", 2, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["failed", "failed"]
