@@ -1,22 +1,91 @@
-"""Shared helpers: run the real `autofit` command line in a subprocess."""
+"""Shared helpers: run the `autofit` command line, in-process (fast) or in a real subprocess (the user's view).
 
+Most CLI tests call `run_cli`, which runs `autofit.cli.main` in this process with sys.argv, the working folder
+and the standard streams swapped, and returns what a subprocess would (exit status, stdout, stderr): each
+subprocess would pay 5-10 s of torch/transformers imports on a 2-core machine. A few tests keep real processes
+(`run_cli_subprocess`: the `autofit` entry point, `python -m autofit`, signals and kills)."""
+
+import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+TINY_SEARCH_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB", "--trials", "14", "--seed", "1"]
 
-def run_cli(*args, cwd=None, timeout=600):
-    """Run `python -m autofit ARGS`; returns the CompletedProcess (text)."""
+
+def run_cli_subprocess(*args, cwd=None, timeout=600):
+    """Run `python -m autofit ARGS` in a child process; returns the CompletedProcess (text)."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "autofit", *map(str, args)], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli(*args, cwd=None, timeout=None):
+    """Run `autofit ARGS` in this process; returns a CompletedProcess as `run_cli_subprocess` does.
+
+    An exception that escapes `main` is what a child process would die of: its traceback goes to stderr with
+    exit status 1, as Python prints it. `timeout` is accepted for the subprocess signature; pytest-timeout
+    bounds the test instead."""
+    from autofit import cli
+
+    argv = ["autofit", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, saved_term = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
+    saved_columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "200"  # as the subprocess runs got it: rich sizes its tables from it
+    try:
+        sys.argv = argv
+        os.chdir(cwd or ROOT)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - an uncaught error: what the interpreter prints, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        signal.signal(signal.SIGTERM, saved_term)  # `search` installs its own SIGTERM handler
+        if saved_columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved_columns
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_search_outputs(tmp_path_factory):
+    """One 14-trial search of glm-tiny at 1.2GB (trace probe), shared by the tests that only read its outputs.
+    Returns (folder, CompletedProcess). Tests that write into a search folder take `tiny_search_copy`."""
+    out = tmp_path_factory.mktemp("tiny-search") / "out"
+    proc = run_cli("search", *TINY_SEARCH_ARGS, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture
+def tiny_search_copy(tiny_search_outputs, tmp_path):
+    """A private copy of the shared tiny search's folder (its study.db included), free to change."""
+    out, proc = tiny_search_outputs
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return copy, proc

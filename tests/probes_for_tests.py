@@ -11,11 +11,24 @@ from autofit.probes import TraceProbe
 
 
 class SlowTraceProbe(TraceProbe):
-    """The trace probe, then a pause, so a test can catch a trial while it runs."""
+    """The trace probe, then a pause, so a test can catch a trial while it runs.
+
+    With AUTOFIT_TEST_HOLD_AFTER=N, the probes after the first N of this process write a line to
+    AUTOFIT_TEST_MARKER and then hold for 10 minutes: a test waits for that line, not for a guessed delay, and
+    knows its signal lands inside the pause (not inside the trace's C++ code)."""
+
+    calls = 0
 
     def run(self, model, config, context):
         result = TraceProbe.run(self, model, config, context)
-        time.sleep(float(os.environ.get("AUTOFIT_TEST_PROBE_SLEEP", "1.0")))
+        SlowTraceProbe.calls += 1
+        hold_after = os.environ.get("AUTOFIT_TEST_HOLD_AFTER")
+        if hold_after is not None and SlowTraceProbe.calls > int(hold_after):
+            with open(os.environ["AUTOFIT_TEST_MARKER"], "a") as marker:
+                marker.write(f"{os.getpid()} holding\n")
+            time.sleep(600)
+        else:
+            time.sleep(float(os.environ.get("AUTOFIT_TEST_PROBE_SLEEP", "1.0")))
         return result
 
 

@@ -1,27 +1,28 @@
-"""The command line end to end, as a person runs it (real subprocesses, real files)."""
+"""The command line end to end, as a person runs it (real files; in-process through autofit.cli.main, with a
+few real subprocesses for the entry point and `python -m autofit`)."""
 
 import csv
 import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from autofit.knobs import KNOBS, moving_parts, requirement_knobs
 from autofit.trials import Outcome
+from conftest import ROOT, run_cli_subprocess
 
 TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
 
 
-@pytest.fixture(scope="module")
-def tiny_search(tmp_path_factory):
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("search") / "out"
-    proc = run_cli("search", *TINY_ARGS, "--trials", "14", "--out", out, "--seed", "1")
-    assert proc.returncode == 0, proc.stderr
-    return out, proc
+@pytest.fixture
+def tiny_search(tiny_search_outputs):
+    """conftest's shared 14-trial search (seed 1) of glm-tiny at 1.2GB; read only."""
+    return tiny_search_outputs
 
 
 def test_search_writes_every_file(tiny_search):
@@ -103,8 +104,8 @@ def test_llamafactory_yaml_keys(tiny_search):
     assert "peak_memory_gib" not in data and "tokens_per_s" not in data
 
 
-def test_rerun_resumes_and_report_export(tiny_search, cli):
-    out, _ = tiny_search
+def test_rerun_resumes_and_report_export(tiny_search_copy, cli):
+    out, _ = tiny_search_copy
     (out / "trials.csv").chmod(0o600)  # a person's choice of mode survives the rewrite
     proc = cli("search", *TINY_ARGS, "--trials", "18", "--out", out, "--seed", "1")
     assert proc.returncode == 0, proc.stderr
@@ -193,6 +194,7 @@ def test_search_bad_input(tmp_path, cli, args, fragment):
     _bad(cli("search", *args, "--out", out, "--trials", "2"), fragment, out)
 
 
+@pytest.mark.slow  # traces the smallest configurations of the 9B model until one fits (none does)
 def test_search_budget_error_says_what_is_needed(tmp_path, cli):
     out = tmp_path / "out"
     proc = cli("search", "--model", "glm4-9b", "--gpu-mem", "1.5GB", "--out", out)
@@ -235,3 +237,23 @@ def test_estimate_invalid_combination_names_rule(cli):
 def test_help_explains_units(cli):
     proc = cli("search", "--help")
     assert proc.returncode == 0 and "GiB" in proc.stdout
+
+
+# ---- real processes: what a person's shell runs (the tests above call autofit.cli.main in-process)
+
+
+def test_installed_entry_point_runs():
+    """The `autofit` console script that pip installs beside this interpreter."""
+    script = Path(sys.executable).parent / "autofit"
+    if not script.is_file():
+        pytest.skip("autofit is not installed in this environment (pip install -e .)")
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([str(script), "search", "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "GiB" in proc.stdout, proc.stderr
+
+
+def test_python_m_autofit_bad_input_in_a_real_process(tmp_path):
+    out = tmp_path / "out"
+    _bad(run_cli_subprocess("search", "--model", "glm-tiny", "--gpu-mem", "24XB", "--out", out),
+         "malformed memory size", out)

@@ -334,6 +334,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # two real searches
 def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp_path):
     """The deterministic hang of issue 14: a RUNNING trial with no worker (its claimer died between
     study.ask() and recording itself) used to make every rerun wait forever."""
@@ -357,11 +358,12 @@ def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp
 def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     out = tmp_path / "o"
     url = f"sqlite:///{out}/study.db"
+    marker = tmp_path / "holding"
+    # the first probe holds in its pause and says so in `marker`: the signal lands there
     proc = _cli("search", *TINY, "--trials", "30", "--out", out, "--probe", "probes_for_tests:SlowTraceProbe",
-                AUTOFIT_TEST_PROBE_SLEEP="3")
-    assert _wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
-                                 for t in _load(url).trials), 180)
-    time.sleep(1.5)  # inside the probe's pause
+                AUTOFIT_TEST_HOLD_AFTER="0", AUTOFIT_TEST_MARKER=str(marker))
+    assert _wait_for(lambda: marker.read_text().endswith("\n"), 180), proc.stderr.read() if proc.poll() else ""
+    assert any(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs for t in _load(url).trials)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -372,6 +374,7 @@ def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path):
     assert (out / "trials.csv").is_file()
 
 
+@pytest.mark.slow  # a real search killed with SIGKILL
 def test_probe_child_dies_with_its_killed_search_and_its_folder_goes(tmp_path):
     marker = tmp_path / "child"
     proc = _cli("search", *TINY, "--trials", "2", "--out", tmp_path / "o", "--probe",
@@ -385,6 +388,7 @@ def test_probe_child_dies_with_its_killed_search_and_its_folder_goes(tmp_path):
     assert _wait_for(lambda: not Path(folder).exists(), 10), "the probe's temp folder was left behind"
 
 
+@pytest.mark.slow  # a real search and its two workers, killed
 def test_workers_die_with_their_killed_parent(tmp_path):
     out = tmp_path / "o"
     url = f"sqlite:///{out}/study.db"

@@ -15,6 +15,7 @@ from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, Tra
 from autofit.space import SearchSpace
 from autofit.units import GIB
 from autofit.trials import Outcome
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ def test_the_test_model_has_about_20m_parameters():
     assert 15e6 < MODEL.params < 25e6
 
 
+@pytest.mark.slow  # real training steps on the CPU
 @pytest.mark.parametrize("changes", [dict(quantization="nf4", optimizer="adamw_8bit", gradient_accumulation_steps=2),
                                      dict(lora_rank=0, quantization="none")])
 def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
@@ -53,6 +55,7 @@ def test_cpu_probe_measures_and_the_trace_predicts_it(changes):
     assert predicted == pytest.approx(result.peak_allocated_gib, rel=0.05)
 
 
+@pytest.mark.slow  # real training steps on the CPU
 def test_quantized_model_builds_layer_by_layer_within_the_budget():
     """QLoRA of a model whose bf16 weights (31 MiB) exceed the budget (24 MiB): a quantizing loader never holds
     them all at once, and neither may the probe, or a 32B QLoRA search on a 24 GB card would OOM while building."""
@@ -67,6 +70,7 @@ def test_quantized_model_builds_layer_by_layer_within_the_budget():
     assert 0 < result.peak_allocated_gib * GIB <= budget.usable_budget_bytes
 
 
+@pytest.mark.slow  # real training steps on the CPU
 def test_cpu_probe_runs_out_of_memory_by_the_budget():
     result = CpuProbe(timeout_s=300).run(MODEL, small(per_device_train_batch_size=64, seq_len=512,
                                                       gradient_checkpointing=False), CTX)
@@ -82,6 +86,8 @@ def test_screen_skips_what_the_trace_predicts_far_over_budget():
     assert result.duration_s < 30  # nothing was run
 
 
+@pytest.mark.slow  # real training steps on the CPU
+@pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_cpu_search_end_to_end(tmp_path):
     out = tmp_path / "out"
     proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 12,
@@ -101,10 +107,13 @@ def test_cpu_search_end_to_end(tmp_path):
     assert "measured" in (out / "best-config.yaml").read_text() or "estimated: false" in (out / "best-config.yaml").read_text()
 
 
-def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
+def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path, monkeypatch):
+    # the search runs in-process (conftest.run_cli); its probe children are real processes
     marker = tmp_path / "pids"
-    proc = cli("search", "--probe", "probes_for_tests:HangingProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
-               "--trials", 2, "--out", tmp_path / "out", AUTOFIT_TEST_TIMEOUT="2", AUTOFIT_TEST_MARKER=str(marker))
+    monkeypatch.setenv("AUTOFIT_TEST_TIMEOUT", "2")
+    monkeypatch.setenv("AUTOFIT_TEST_MARKER", str(marker))
+    proc = run_cli("search", "--probe", "probes_for_tests:HangingProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
+                   "--trials", 2, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert [r["state"] for r in rows] == [Outcome.TIMEOUT, Outcome.TIMEOUT]
@@ -115,8 +124,9 @@ def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path):
 
 
 def test_crashing_child_is_recorded_failed(tmp_path):
-    proc = cli("search", "--probe", "probes_for_tests:CrashingChildProbe", "--model", "glm-tiny", "--gpu-mem", "2GB",
-               "--trials", 2, "--out", tmp_path / "out")
+    # the search runs in-process (conftest.run_cli); its probe children are real processes
+    proc = run_cli("search", "--probe", "probes_for_tests:CrashingChildProbe", "--model", "glm-tiny", "--gpu-mem",
+                   "2GB", "--trials", 2, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert [r["state"] for r in rows] == [Outcome.FAILED, Outcome.FAILED]
@@ -152,6 +162,8 @@ def test_trace_lora_and_exports_need_no_deepspeed(monkeypatch):
         assert render("hf", ctx)
 
 
+@pytest.mark.slow  # real training steps on the CPU
+@pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_validate_gpu_runs_with_the_cpu_probe(tmp_path):
     out = tmp_path / "cpu.md"
     proc = subprocess.run([sys.executable, "bench/validate_gpu.py", "--probe", "cpu", "--model", str(MODEL_DIR),

@@ -29,8 +29,13 @@ shot = importlib.util.module_from_spec(_spec)
 sys.modules["screenshot_report"] = shot
 _spec.loader.exec_module(shot)
 
-needs_chromium = pytest.mark.skipif(shot.find_chromium() is None,
-                                    reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+_skip_without_chromium = pytest.mark.skipif(
+    shot.find_chromium() is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+
+
+def needs_chromium(test):
+    """Browser tests start Chromium (seconds each): slow, and skipped where Chromium is missing."""
+    return pytest.mark.slow(_skip_without_chromium(test))
 
 
 def space(**pins):

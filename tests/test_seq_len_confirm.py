@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from autofit.concessions import TraceCache
 from autofit.gpus import get_gpu
 from autofit.models import resolve_model
@@ -67,6 +69,7 @@ def test_a_real_probe_moves_the_boundary_up_one_step_when_it_fits_beyond_the_est
     assert curve.longest_seq_len == traced + GRANULARITY and curve.confirmed == "moved"
 
 
+@pytest.mark.slow  # real training steps on the CPU
 def test_the_cpu_probe_confirms_the_traced_boundary():
     """The real CPU probe on the 20M test model: the trace's bytes match it within a few percent, so the
     boundary holds (or moves by one step) and what was measured is recorded against the estimate."""
@@ -81,6 +84,7 @@ def test_the_cpu_probe_confirms_the_traced_boundary():
     assert f"{traced}:" in row["measured_probes"]
 
 
+@pytest.mark.slow  # real training steps on the CPU, in a real `autofit search` process
 def test_cpu_search_confirms_the_recommendations_boundary(tmp_path):
     """End to end with `--probe cpu`: seq-len.csv and the summary label the recommendation's boundary as measured
     (or moved), the other strategies' as estimated."""

@@ -92,7 +92,9 @@ def postgres_url():
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgresql"])
+# sqlite in the fast lane; the journal file and the PostgreSQL server (started once per session) are slow
+@pytest.fixture(params=["sqlite", pytest.param("journal", marks=pytest.mark.slow),
+                        pytest.param("postgresql", marks=pytest.mark.slow)])
 def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/study.db"
@@ -139,6 +141,7 @@ def test_workers_option_runs_processes_in_parallel(tmp_path):
     assert (tmp_path / "o" / "trials.csv").is_file() and (tmp_path / "o" / "best-config.yaml").is_file()
 
 
+@pytest.mark.slow  # two real searches, one killed mid-trial
 @pytest.mark.parametrize("backend", ["journal"])  # sqlite's lost-trial path is covered by the dying-worker test
 def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
     url = f"sqlite:///{tmp_path}/study.db" if backend == "sqlite" else f"journal:///{tmp_path}/study.log"
@@ -175,6 +178,7 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path, backend):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
+@pytest.mark.slow  # three real processes, one dies and is reaped
 def test_a_worker_that_dies_is_reaped_by_the_other(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     code, out, err = finish(start_cli(*SEARCH, "--trials", 10, "--workers", 2, "--storage", url, "--out", tmp_path / "o",
@@ -208,18 +212,18 @@ def test_crashing_probe_is_recorded_and_search_goes_on(tmp_path):
 def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     out = tmp_path / "o"
+    marker = tmp_path / "holding"
+    # the third probe holds in its pause and says so in `marker`: the signal lands there, not in the trace's C++ code
     proc = start_cli(*SEARCH, "--trials", 30, "--storage", url, "--out", out, "--probe", "probes_for_tests:SlowTraceProbe",
-                     AUTOFIT_TEST_PROBE_SLEEP="2")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            study = load(url)
-        except Exception:
-            continue
-        if len(evaluated(study)) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                     AUTOFIT_TEST_PROBE_SLEEP="0.2", AUTOFIT_TEST_HOLD_AFTER="2", AUTOFIT_TEST_MARKER=str(marker))
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if marker.is_file() and marker.read_text().endswith("\n"):
             break
-    time.sleep(1.0)  # land in the probe's 2 s pause, not inside the trace's C++ code
+    assert marker.is_file(), f"no probe reached its pause: {proc.poll()=}"
+    study = load(url)
+    assert len(evaluated(study)) >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=60)
     assert code == 130, err
