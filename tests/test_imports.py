@@ -1,6 +1,7 @@
 """autofit/ has no import cycle: every `import` and `from ... import`, at module level or inside a function (a
 function-level import only hides a cycle), read with ast. A package's own __init__ is not counted as a dependency
-of its submodules (Python imports it first in any case)."""
+of its submodules (Python imports it first in any case), nor is an import under `if TYPE_CHECKING:`, which only
+the type checker runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
     return found
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside `if TYPE_CHECKING:` blocks."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (getattr(node.test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(node.test, "attr", None) == "TYPE_CHECKING"):
+            inside.update(id(child) for statement in node.body for child in ast.walk(statement))
+    return inside
+
+
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """Each module of `root` -> the modules of `root` it imports."""
     modules = _modules(root)
@@ -29,7 +40,11 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     for name, (path, is_package) in modules.items():
         package = name if is_package else name.rpartition(".")[0]
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -81,11 +96,12 @@ def test_graph_sees_function_level_and_relative_imports(tmp_path):
     (pkg / "a.py").write_text("def f():\n    from .sub.b import g\n    return g\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("from .. import a\nfrom ..sub import c\n")
-    (pkg / "sub" / "c.py").write_text("import pkg\n")
+    (pkg / "sub" / "c.py").write_text("import pkg\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                      "    from ..a import f\n")
     graph = import_graph(pkg)
     assert graph["pkg.a"] == {"pkg.sub.b"}
     assert graph["pkg.sub.b"] == {"pkg.a", "pkg.sub.c"}
-    assert graph["pkg.sub.c"] == set()  # its own ancestor package
+    assert graph["pkg.sub.c"] == set()  # its own ancestor package; a TYPE_CHECKING import is not run
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
 
 
