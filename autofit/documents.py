@@ -14,6 +14,7 @@ import yaml
 
 from . import exports
 from .results import Recommendation, recommend
+from .trials import StudyAttr
 
 VERSIONED = ("autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna")
 
@@ -32,25 +33,25 @@ def library_versions() -> dict[str, str]:
 def export_context(study: optuna.Study, rec: Recommendation) -> exports.ExportContext:
     attrs = study.user_attrs
     return exports.ExportContext(
-        model_ref=attrs["model_ref"], model_name=attrs["model"], template=attrs.get("template"),
+        model_ref=attrs[StudyAttr.MODEL_REF], model_name=attrs[StudyAttr.MODEL], template=attrs.get(StudyAttr.TEMPLATE),
         config=rec.config, peak_memory_gib=rec.peak_memory_gib, tokens_per_s=rec.tokens_per_s, probe=rec.probe,
-        estimated=rec.estimated, gpu_mem=attrs["gpu_mem"], usable_budget_gib=attrs["usable_budget_gib"],
-        gpus=attrs.get("gpus", 1), model_config=attrs.get("model_config"))
+        estimated=rec.estimated, gpu_mem=attrs[StudyAttr.GPU_MEM], usable_budget_gib=attrs[StudyAttr.USABLE_BUDGET_GIB],
+        gpus=attrs.get(StudyAttr.GPUS, 1), model_config=attrs.get(StudyAttr.MODEL_CONFIG))
 
 
 def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
     from .advice import advice_document
 
     attrs = study.user_attrs
-    return {
-        "model": attrs["model"],
-        "model_ref": attrs["model_ref"],
-        "gpu_mem": attrs["gpu_mem"],
-        "usable_budget_gib": round(attrs["usable_budget_gib"], 3),
+    return {  # best-config.yaml's keys (README): its format, spelled here; the values read from the study record
+        "model": attrs[StudyAttr.MODEL],
+        "model_ref": attrs[StudyAttr.MODEL_REF],
+        "gpu_mem": attrs[StudyAttr.GPU_MEM],
+        "usable_budget_gib": round(attrs[StudyAttr.USABLE_BUDGET_GIB], 3),
         "probe": rec.probe,
         "estimated": rec.estimated,
-        "gpu": attrs["gpu"],
-        "gpus": attrs.get("gpus", 1),
+        "gpu": attrs[StudyAttr.GPU],
+        "gpus": attrs.get(StudyAttr.GPUS, 1),
         "trial": rec.trial.number,
         "config": rec.config,
         "metrics": {"peak_memory_gib": round(rec.peak_memory_gib, 3), "tokens_per_s": round(rec.tokens_per_s, 1)},
@@ -63,8 +64,8 @@ def best_config_document(study: optuna.Study, rec: Recommendation) -> dict[str, 
 def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
     label = "estimated by the trace probe (fake tensors, performance-model throughput)" if rec.estimated else "measured"
     what = ("the simplest of the fastest configurations that meet the requirements and fit"
-            if "requirements" in study.user_attrs else "the fastest configuration that fits")
-    header = (f"# autofit recommendation: {what} {study.user_attrs['gpu_mem']}\n"
+            if StudyAttr.REQUIREMENTS in study.user_attrs else "the fastest configuration that fits")
+    header = (f"# autofit recommendation: {what} {study.user_attrs[StudyAttr.GPU_MEM]}\n"
               f"# peak memory and tokens/s are {label}\n")
     return header + yaml.safe_dump(best_config_document(study, rec), sort_keys=False)
 
@@ -73,7 +74,6 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 def write_back_outputs(study: optuna.Study, out: Path) -> dict[str, str]:
     """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
     of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
-    from .trials import StudyAttr
     from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
 
     stored = study.user_attrs.get(StudyAttr.FROM_FILE)
@@ -87,6 +87,6 @@ def write_back_outputs(study: optuna.Study, out: Path) -> dict[str, str]:
         files.update(exports.render("deepspeed", export_context(study, rec)))
         ds_path = str((Path(out) / exports.DS_FILENAME).resolve())
     keys = changed_keys(trainer, rec.config, ds_path)
-    why = f"autofit {'estimate' if rec.estimated else 'measurement'} for {study.user_attrs['gpu_mem']}"
+    why = f"autofit {'estimate' if rec.estimated else 'measurement'} for {study.user_attrs[StudyAttr.GPU_MEM]}"
     files[output_name(trainer)] = apply_changes(trainer, keys, why)
     return files

@@ -10,13 +10,11 @@ functions here; none spells a state or attribute name by hand.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial, TrialState
-
-    from .probes._base import ProbeResult
 
 
 class Outcome(str, Enum):
@@ -121,6 +119,21 @@ class StudyAttr:
     MUST_MATCH_ON_RESUME: Final = (MODEL_CONFIG, GPU_MEM_GIB, USABLE_BUDGET_GIB, PROBE, PINS, GLOBAL_BATCH, GPUS)
 
 
+class ProbeOutcome(Protocol):
+    """What record_result reads of a probe's result (probes/_base.ProbeResult, which imports this module: a
+    protocol keeps the import one-way). The measured figures (TrialAttr.PEAK_ALLOCATED_GIB...) are read by name."""
+
+    state: Outcome
+    probe: str
+    estimated: bool
+    duration_s: float
+    peak_memory_gib: float | None
+    tokens_per_s: float | None
+    breakdown_gib: dict[str, float]
+    error: str | None
+    details: dict[str, Any]
+
+
 def outcome_of(trial: FrozenTrial) -> Outcome | None:
     """The trial's outcome; None while it runs (or was asked and never told) or for a value this version
     does not know."""
@@ -150,7 +163,7 @@ def mark_outcome(study: optuna.Study, trial: FrozenTrial, outcome: Outcome, stat
     return storage.set_trial_state_values(trial._trial_id, state)
 
 
-def record_result(trial: optuna.Trial, result: ProbeResult, budget_gib: float) -> None:
+def record_result(trial: optuna.Trial, result: ProbeOutcome, budget_gib: float) -> None:
     """Write a probe's result on its trial: figures first, the outcome last (a reader that sees the outcome
     sees the figures). The memory constraint (peak - budget) is what Optuna's feasibility reads."""
     trial.set_user_attr(TrialAttr.PROBE, result.probe)

@@ -329,3 +329,12 @@ def test_screenshot_script(searched, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 3000)
+
+
+def test_every_outcome_has_a_colour_found_by_its_stored_value():
+    """The report's frame holds states as stored strings; the colours are keyed by Outcome (a str enum)."""
+    from autofit.report.style import LIGHT_STATES, STATE_COLORS
+
+    for outcome in Outcome:
+        assert STATE_COLORS.get(outcome.value) == STATE_COLORS[outcome]
+    assert LIGHT_STATES <= set(Outcome) and "lost" in LIGHT_STATES and "ok" not in LIGHT_STATES

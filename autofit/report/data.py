@@ -1,5 +1,5 @@
 """The data step: everything the report reads from the study (trials frame, front, recommendation, knobs that
-vary, timing, versions), with no drawing. Figures and sections take a ReportData."""
+vary, timing), with no drawing. Figures and sections take a ReportData."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from ..documents import library_versions
 from ..knobs import KNOBS, report_labels
 from ..results import Recommendation, pareto_frame, recommend, trials_frame
+from ..trials import DetailKey, StudyAttr, TrialAttr
 
 SHORT = report_labels()  # knob -> column label (data/knobs.yaml `label:`)
-OOM_STATES = ("oom", "oom-predicted", "oom-inferred")
 
 
 @dataclass
@@ -40,7 +39,7 @@ class ReportData:
 
     @property
     def study_estimated(self) -> bool:
-        return bool(self.attrs.get("estimated"))
+        return bool(self.attrs.get(StudyAttr.ESTIMATED))
 
     def estimated_rows(self, rows: pd.DataFrame) -> str:
         """'' when no row is estimated, ' (estimated)' when all are, ' (partly estimated)' otherwise."""
@@ -57,7 +56,7 @@ def load_data(study: optuna.Study) -> ReportData:
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     frame = trials_frame(study)
-    budget = float(attrs.get("usable_budget_gib") or 0.0)
+    budget = float(attrs.get(StudyAttr.USABLE_BUDGET_GIB) or 0.0)
 
     def memory(row) -> float | None:
         for key in ("peak_memory_gib", "predicted_peak_gib", "peak_allocated_gib"):
@@ -70,8 +69,8 @@ def load_data(study: optuna.Study) -> ReportData:
         value = row.get("tokens_per_s")
         if value is not None and not isnan(value):
             return float(value)
-        details = by_number[row["number"]].user_attrs.get("details") or {}
-        value = details.get("predicted_tokens_per_s")
+        details = by_number[row["number"]].user_attrs.get(TrialAttr.DETAILS) or {}
+        value = details.get(DetailKey.PREDICTED_TOKENS_PER_S)
         return float(value) if value is not None else None
 
     if len(frame):
@@ -133,18 +132,13 @@ def config_text(row: pd.Series) -> str:
 def study_timing(data: ReportData) -> dict[str, Any]:
     starts = [t.datetime_start for t in data.trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in data.trials if t.datetime_complete is not None]
-    probe_s = sum(float(t.user_attrs.get("duration_s") or 0.0) for t in data.trials)
+    probe_s = sum(float(t.user_attrs.get(TrialAttr.DURATION_S) or 0.0) for t in data.trials)
     first = min(starts) if starts else None
     last = max(ends) if ends else None
     return {"first": first, "last": last, "span_s": (last - first).total_seconds() if first and last else None,
             "probe_s": probe_s}
 
 
-def versions_of(attrs: dict[str, Any]) -> tuple[dict[str, str], str]:
-    stored = attrs.get("versions")
-    if isinstance(stored, dict) and stored:
-        return {str(k): str(v) for k, v in stored.items()}, "recorded by the search"
-    return library_versions(), "installed where this report was built"
 
 
 def complete_trials(data: ReportData) -> list[optuna.trial.FrozenTrial]:

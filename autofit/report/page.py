@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 from plotly.offline import get_plotlyjs
 
+from ..trials import StudyAttr
 from .data import load_data
 from .figures.collector import Figures
 from .render import fragment, render
@@ -39,7 +40,8 @@ def render_report(study: optuna.Study) -> str:
         trials_section(data),
         validation_section(data, figures),
     ]
-    return render("page.html.j2", model=data.attrs.get("model", "?"), gpu_mem=data.attrs.get("gpu_mem", "?"),
+    return render("page.html.j2", model=data.attrs.get(StudyAttr.MODEL, "?"),
+                  gpu_mem=data.attrs.get(StudyAttr.GPU_MEM, "?"),
                   css=fragment(CSS), header=fragment(header_section(data)), all_estimated=data.all_estimated,
                   with_requirements=bool(requirements), sections=[fragment(s) for s in sections],
                   study_name=study.study_name, trials=len(data.frame), figure_count=figures.count,

@@ -15,7 +15,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from jinja2.ext import Extension
 from markupsafe import Markup
 
-from .style import STATE_COLORS
+from ..trials import StudyAttr
+from .style import LIGHT_STATES, STATE_COLORS
 
 _LINE_BREAK = re.compile(r"\n[ \t]*")
 
@@ -37,7 +38,7 @@ def _escape(value: Any) -> Any:
 ENV = Environment(loader=PackageLoader("autofit.report", "templates"),
                   autoescape=select_autoescape(enabled_extensions=("html.j2",)), extensions=[FoldLines],
                   finalize=_escape, undefined=StrictUndefined)
-ENV.globals["STATE_COLORS"] = STATE_COLORS
+ENV.globals.update(STATE_COLORS=STATE_COLORS, LIGHT_STATES=LIGHT_STATES, StudyAttr=StudyAttr)
 ENV.filters["fmt"] = format  # {{ x|fmt(",.0f") }}: Python's format spec, as the f-strings had
 
 

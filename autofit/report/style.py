@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 
+from ..trials import Outcome
+
 CATEGORY_COLORS = {"weights": "#4c78a8", "gradients": "#f58518", "optimizer": "#54a24b", "activations": "#e45756",
                    "logits": "#b279a2", "other": "#9d9da0"}
-STATE_COLORS = {"ok": "#2f7ed8", "oom": "#8c8c8c", "oom-predicted": "#b5b5b5", "oom-inferred": "#d0d0d0",
-                "invalid": "#9467bd", "failed": "#d62728", "timeout": "#a0522d", "lost": "#bcbd22",
-                "interrupted": "#e5a50a", "running": "#17becf"}
+# Outcome is a str: these look up by the stored value as well. "running": Optuna's state of a trial without one.
+STATE_COLORS = {Outcome.OK: "#2f7ed8", Outcome.OOM: "#8c8c8c", Outcome.OOM_PREDICTED: "#b5b5b5",
+                Outcome.OOM_INFERRED: "#d0d0d0", Outcome.INVALID: "#9467bd", Outcome.FAILED: "#d62728",
+                Outcome.TIMEOUT: "#a0522d", Outcome.LOST: "#bcbd22", Outcome.INTERRUPTED: "#e5a50a",
+                "running": "#17becf"}
+# states whose colour is light: their chip's text is dark
+LIGHT_STATES = frozenset({Outcome.OOM_PREDICTED, Outcome.OOM_INFERRED, Outcome.LOST})
 QUANT_COLORS = {"none": "#4c78a8", "int8": "#f58518", "nf4": "#54a24b"}
 TIME_COLORS = {"matmul": "#4c78a8", "dequantization": "#e45756", "attention": "#f58518", "elementwise": "#72b7b2",
                "optimizer": "#54a24b", "recompute": "#b279a2", "offload_communication": "#eeca3b",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from ...memory_categories import CATEGORIES
+from ...trials import DetailKey, TrialAttr
 from ..data import ReportData
 from ..markup import note
 from ..style import CATEGORY_COLORS
@@ -18,10 +19,10 @@ def breakdown_figure(data: ReportData) -> go.Figure | str:
     rec_number = data.rec.trial.number if data.rec else None
     for _, row in data.front.iterrows():
         trial = data.by_number[int(row["number"])]
-        breakdown = trial.user_attrs.get("breakdown_gib") or {}
-        estimated = bool(trial.user_attrs.get("estimated"))
+        breakdown = trial.user_attrs.get(TrialAttr.BREAKDOWN_GIB) or {}
+        estimated = bool(trial.user_attrs.get(TrialAttr.ESTIMATED))
         if not breakdown:
-            breakdown = (trial.user_attrs.get("details") or {}).get("predicted_breakdown_gib") or {}
+            breakdown = (trial.user_attrs.get(TrialAttr.DETAILS) or {}).get(DetailKey.PREDICTED_BREAKDOWN_GIB) or {}
             estimated = True
         if not breakdown:
             continue

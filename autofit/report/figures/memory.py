@@ -6,6 +6,7 @@ import math
 
 import plotly.graph_objects as go
 
+from ...trials import Outcome
 from ..data import ReportData
 from ..markup import note
 from ..style import QUANT_COLORS
@@ -28,17 +29,17 @@ def memory_figure(data: ReportData, knob: str, title: str, axis_title: str) -> g
         group = frame[frame["quantization"].map(str) == quant]
         offset = (qi - (len(quants) - 1) / 2) * (width / max(1, len(quants)))
         for fits in (True, False):
-            part = group[(group["state"] == "ok") == fits]
+            part = group[(group["state"] == Outcome.OK.value) == fits]
             jitter = [((int(n) * 7919) % 17 / 16 - 0.5) * width / max(1, len(quants)) * 0.6 for n in part["number"]]
             fig.add_trace(go.Scatter(
                 x=[index[str(v)] + offset + j for v, j in zip(part[knob], jitter, strict=False)],
                 y=part["plot_memory_gib"],
                 mode="markers", name=f"quantization={quant}", legendgroup=quant,
-                showlegend=fits or not (group["state"] == "ok").any(),
+                showlegend=fits or not (group["state"] == Outcome.OK.value).any(),
                 marker={"color": QUANT_COLORS.get(quant, "#888"), "size": 8, "symbol": "circle" if fits else "x",
                         "opacity": 0.9 if fits else 0.45},
                 text=part["config_text"], hoverinfo="text"))
-    if (frame["state"] != "ok").any():
+    if (frame["state"] != Outcome.OK.value).any():
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="× does not fit",
                                  marker={"color": "#999", "symbol": "x", "size": 8}, hoverinfo="skip"))
     values = frame["plot_memory_gib"].astype(float)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ..data import OOM_STATES, ReportData
+from ...trials import OOM_STATES, Outcome
+from ..data import ReportData
 from ..markup import note
 from ..style import STATE_COLORS
 from .common import budget_line
@@ -15,11 +16,11 @@ def pareto_figure(data: ReportData) -> go.Figure | str:
     plotted = frame.dropna(subset=["plot_memory_gib", "plot_tokens_per_s"])
     if plotted.empty:
         return note("No trial has a peak memory and a throughput yet: nothing to plot.")
-    ok = plotted[plotted["state"] == "ok"]
+    ok = plotted[plotted["state"] == Outcome.OK.value]
     front_numbers = set(data.front["number"])
     rest = ok[~ok["number"].isin(front_numbers)]
     front = ok[ok["number"].isin(front_numbers)].sort_values("plot_memory_gib")
-    bad = plotted[plotted["state"] != "ok"]
+    bad = plotted[plotted["state"] != Outcome.OK.value]
     mark = data.estimated_rows(plotted)
     fig = go.Figure()
     for state, group in bad.groupby("state", sort=False):

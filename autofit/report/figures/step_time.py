@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from ...trials import DetailKey, TrialAttr
 from ..data import ReportData, num
 from ..markup import note
 from ..style import TIME_COLORS
@@ -17,7 +18,7 @@ def time_figure(data: ReportData) -> go.Figure | str:
     rec_number = data.rec.trial.number if data.rec else None
     for _, row in data.front.iterrows():
         trial = data.by_number[int(row["number"])]
-        parts = (trial.user_attrs.get("details") or {}).get("time_breakdown_s") or {}
+        parts = (trial.user_attrs.get(TrialAttr.DETAILS) or {}).get(DetailKey.TIME_BREAKDOWN_S) or {}
         tokens = (num(row.get("per_device_train_batch_size")) or 0) * (num(row.get("seq_len")) or 0) * \
                  (num(row.get("gradient_accumulation_steps")) or 0)
         if not parts or not tokens:

@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 import plotly.graph_objects as go
 
+from ...trials import TrialAttr
 from ..data import ReportData
 from ..markup import note
 from ..style import STATE_COLORS
@@ -26,7 +27,7 @@ def timeline_figure(data: ReportData) -> go.Figure | str:
     for t in finished:
         if t.number not in bars:
             continue
-        state = t.user_attrs.get("autofit_state") or t.state.name.lower()
+        state = t.user_attrs.get(TrialAttr.STATE) or t.state.name.lower()
         states.setdefault(str(state), []).append(t.number)
     text = {int(r["number"]): r["config_text"] for _, r in data.frame.iterrows()}
     fig = go.Figure(layout=base.layout)

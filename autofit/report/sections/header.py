@@ -7,7 +7,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from ..data import ReportData, study_timing, versions_of
+from ...documents import library_versions
+from ...trials import StudyAttr
+from ..data import ReportData, study_timing
 from ..markup import fmt_count, fmt_duration
 from ..render import render
 
@@ -50,18 +52,21 @@ def header_section(data: ReportData) -> str:
             dates += f" to {timing['last']:%Y-%m-%d %H:%M}"
         elif timing["last"] is not None:
             dates += f"–{timing['last']:%H:%M}"
-    versions, versions_source = versions_of(a)
-    reserve, pins, space = a.get("reserve_gib"), a.get("pins") or {}, a.get("space", "?")
+    reserve, pins, space = a.get(StudyAttr.RESERVE_GIB), a.get(StudyAttr.PINS) or {}, a.get(StudyAttr.SPACE, "?")
     return render(
-        "header.html.j2", a=a, params=fmt_count(a.get("model_params")),
-        architecture=architecture(a.get("model_config") or {}),
-        gpu_mem_gib=None if a.get("gpu_mem_gib") is None else float(a["gpu_mem_gib"]), gpus=int(a.get("gpus") or 1),
+        "header.html.j2", a=a, params=fmt_count(a.get(StudyAttr.MODEL_PARAMS)),
+        architecture=architecture(a.get(StudyAttr.MODEL_CONFIG) or {}),
+        gpu_mem_gib=None if a.get(StudyAttr.GPU_MEM_GIB) is None else float(a[StudyAttr.GPU_MEM_GIB]),
+        gpus=int(a.get(StudyAttr.GPUS) or 1),
         budget=data.budget, reserve=None if reserve is None else float(reserve),
-        headroom=float(a.get("headroom") or 0), estimated=data.all_estimated,
+        headroom=float(a.get(StudyAttr.HEADROOM) or 0), estimated=data.all_estimated,
         space=space, space_name=str(space).replace("\\", "/").rsplit("/", 1)[-1],
-        candidates=int(a.get("candidates") or 0), searched=", ".join(a.get("searched_knobs") or data.varying) or "none",
+        candidates=int(a.get(StudyAttr.CANDIDATES) or 0),
+        searched=", ".join(a.get(StudyAttr.SEARCHED_KNOBS) or data.varying) or "none",
         pins=", ".join(f"{k}={v}" for k, v in pins.items()), dates=dates,
         duration=fmt_duration(timing["span_s"]) if timing["span_s"] is not None else "?",
         probe_time=fmt_duration(timing["probe_s"]), counts=[(str(s), int(n)) for s, n in counts.items()],
         running=sum(1 for t in data.trials if t.state == optuna.trial.TrialState.RUNNING),
-        versions=", ".join(f"{k} {v}" for k, v in versions.items()), versions_source=versions_source)
+        # the search records no versions: these are the ones installed here, and the page says so
+        versions=", ".join(f"{k} {v}" for k, v in library_versions().items()),
+        versions_source="installed where this report was built")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import exports
 from ...documents import export_context, render_best_config
 from ...results import Recommendation
+from ...trials import StudyAttr
 from ..data import ReportData, truthy
 from ..markup import note_text
 from ..render import fragment, render
@@ -38,7 +39,7 @@ def recommendation_section(data: ReportData) -> str:
                         f"{row['plot_memory_gib']:.2f} GiB{' (estimated)' if truthy(row['estimated']) else ''} "
                         f"against {data.budget:.2f} GiB usable.")
         return render("recommendation.html.j2", rec=None, closest=smallest)
-    card = float(a.get("gpu_mem_gib") or data.budget or rec.peak_memory_gib)
+    card = float(a.get(StudyAttr.GPU_MEM_GIB) or data.budget or rec.peak_memory_gib)
     scale = max(card, rec.peak_memory_gib, 1e-9)
     files_error = ""
     try:
@@ -51,7 +52,7 @@ def recommendation_section(data: ReportData) -> str:
     if rec.reason:  # a study with requirements: the simplest of the fastest that meets them (autofit/results.py)
         why = f"{rec.reason[0].upper()}{rec.reason[1:]}. Other trade-offs are on the Pareto front below."
     return render("recommendation.html.j2", rec=rec, a=a, why=why, mark=" (estimated)" if rec.estimated else "",
-                  gpus=int(a.get("gpus") or 1), budget=data.budget, card=card,
+                  gpus=int(a.get(StudyAttr.GPUS) or 1), budget=data.budget, card=card,
                   share=rec.peak_memory_gib / data.budget if data.budget else float("nan"),
                   used=min(100.0, 100.0 * rec.peak_memory_gib / scale), limit=min(100.0, 100.0 * data.budget / scale),
                   files=files, file_hint=file_hint, files_error=fragment(files_error))
