@@ -190,7 +190,8 @@ def test_breakdown_reaches_the_probe_and_qlora_pays_dequantization():
     for result in (lora, qlora):
         parts = result.details["time_breakdown_s"]
         assert tuple(parts) == TIME_PARTS
-        assert sum(parts.values()) == pytest.approx(result.step_time_s, rel=1e-4)
+        # each of the 8 parts is rounded to 1 us in the details
+        assert sum(parts.values()) == pytest.approx(result.step_time_s, rel=1e-4, abs=len(TIME_PARTS) * 5e-7)
     assert lora.details["time_breakdown_s"]["dequantization"] == 0
     assert qlora.details["time_breakdown_s"]["dequantization"] > 0
     gpu_busy = [sum(v for k, v in r.details["time_breakdown_s"].items() if k != "overhead") for r in (lora, qlora)]
