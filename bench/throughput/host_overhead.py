@@ -6,10 +6,10 @@ The performance model's host constants (runtime.yaml cpu_op_overhead_us, bnb_op_
 from below when kernels are small: the host (Python, dispatcher, autograd, peft's and bitsandbytes' Python
 layers) then takes longer than the GPU. Fitting them on the calibration set left them pinned by one source
 only (Qwen's short-sequence rows), so they are measured here instead, independently of that set: a tiny
-model (hidden 64, 4 layers, so every kernel's arithmetic is negligible) runs real LoRA training steps on the CPU with the cpu probe's own
-model builder and step loop (transformers + peft + bitsandbytes + accelerate, the code a GPU run goes through,
-minus the CUDA launch; without the probe's memory tracker, whose Python hook on every op would be counted), and
-autofit's trace of the same configuration counts the ops of the step as the performance model counts them.
+model (hidden 64, 4 layers, so every kernel's arithmetic is negligible) runs real LoRA training steps on
+the CPU with the cpu probe's own model builder and step loop (transformers + peft + bitsandbytes +
+accelerate, the code a GPU run goes through, minus the CUDA launch; without the probe's memory tracker, whose
+Python hook on every op would be counted), and autofit's trace of the same configuration counts the ops of the step as the performance model counts them.
 
   cpu_op_overhead_us = measured step time (bf16 LoRA) / ops in the step
   bnb_op_overhead_us = (measured step time (nf4 QLoRA) - its non-bitsandbytes ops x cpu_op_overhead_us)
