@@ -2,25 +2,25 @@
 
     python bench/throughput/host_overhead.py [--runs N] [--threads N]
 
-The performance model's host constants (runtime.yaml cpu_op_overhead_us, bnb_op_overhead_us) bound a step
-from below when kernels are small: the host (Python, dispatcher, autograd, peft's and bitsandbytes' Python
-layers) then takes longer than the GPU. Fitting them on the calibration set left them pinned by one source
-only (Qwen's short-sequence rows), so they are measured here instead, independently of that set: a tiny
-model (hidden 64, 4 layers, so every kernel's arithmetic is negligible) runs real LoRA training steps on
-the CPU with the cpu probe's own model builder and step loop (transformers + peft + bitsandbytes +
-accelerate, the code a GPU run goes through, minus the CUDA launch; without the probe's memory tracker, whose
-Python hook on every op would be counted), and autofit's trace of the same configuration counts the ops of the step as the performance model counts them.
+The performance model's host constants (runtime.yaml cpu_op_overhead_us, bnb_op_overhead_us) bound a step from
+below when kernels are small: the host (Python, dispatcher, autograd, peft's and bitsandbytes' Python layers)
+then takes longer than the GPU. Fitting them on the calibration set left them pinned by one source only (Qwen's
+short-sequence rows), so they are measured here instead, independently of that set: a tiny model (hidden 64, 4
+layers, so every kernel's arithmetic is negligible) runs real LoRA training steps on the CPU with the cpu
+probe's own model builder and step loop (transformers + peft + bitsandbytes + accelerate, the code a GPU run
+goes through, minus the CUDA launch; without the probe's memory tracker, whose Python hook on every op would be
+counted), and autofit's trace of the same configuration counts the ops of the step as the performance model
+counts them.
 
   cpu_op_overhead_us = measured step time (bf16 LoRA) / ops in the step
   bnb_op_overhead_us = (measured step time (nf4 QLoRA) - its non-bitsandbytes ops x cpu_op_overhead_us)
                        / bitsandbytes ops (4-bit matmuls and dequantizations)
 
-The CPU's tiny kernels stand in for cudaLaunchKernel's host time (a few us per launch, NVIDIA's figure),
-which a GPU run pays instead; the figures are those of the machine that ran this (a training host's faster
-cores would give less), so runtime.yaml takes the eager figure from published microbenchmarks and from here
-the ratio of a bitsandbytes op to an eager op (`bnb_to_eager_ratio`), in which the machine's speed cancels to
-first order. The fastest of --runs measured steps (after 3 warm-up steps): on a shared machine
-other jobs only ever add time.
+The CPU's tiny kernels stand in for cudaLaunchKernel's host time (a few us per launch, NVIDIA's figure), which a
+GPU run pays instead; the figures are those of the machine that ran this (a training host's faster cores would
+give less), so runtime.yaml takes the eager figure from published microbenchmarks and from here the ratio of a
+bitsandbytes op to an eager op (`bnb_to_eager_ratio`), in which the machine's speed cancels to first order. The
+fastest of --runs measured steps (after 3 warm-up steps): on a shared machine other jobs only ever add time.
 """
 
 from __future__ import annotations
