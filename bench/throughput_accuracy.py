@@ -46,11 +46,10 @@ PRICED_PHASES = ("forward", "backward", "opt")
 # Part of every cache key: bump it when what StepTracker files per op changes, so old traces are not reused.
 TRACE_FORMAT = 3
 # The constants fitted on the calibration set, with the range searched; every other constant is judged.
-# The host constants (cpu_op_overhead_us, bnb_op_overhead_us) are not fitted: only Qwen's short-sequence rows
-# pinned them, so with Qwen held out they drifted to their bounds; they are judged and measured instead
-# (runtime.yaml, bench/throughput/host_overhead.py).
-FITTED = {"gemm_half_dim": (8.0, 1024.0), "dequant_bandwidth_efficiency": (0.01, 1.0),
-          "zero3_module_hook_us": (10.0, 3000.0)}
+# The host constants (cpu_op_overhead_us, bnb_op_overhead_us) and dequant_bandwidth_efficiency are not fitted:
+# only Qwen's rows pinned them, so with Qwen held out they drifted to their bounds; they are judged and measured
+# from evidence outside this set instead (runtime.yaml, bench/throughput/host_overhead.py).
+FITTED = {"gemm_half_dim": (8.0, 1024.0), "zero3_module_hook_us": (10.0, 3000.0)}
 
 
 def _config(row, default):
