@@ -230,8 +230,8 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "between GEMMs, adapters are bf16, QLoRA is torchao NF4. The estimate's elementwise part (peft's "
               "scale-and-add per adapter, casts, norms, activations, each a kernel of its own in eager mode) is "
               "largely what compile removes: the LoRA and QLoRA rows are estimated 35-58% too slow, and would be "
-              "18-29% too slow with no elementwise time at all (full fine-tuning: +29% on the 4090, whose paged "
-              "8-bit optimizer states do not fit beside the weights, -7% on the A6000). autofit has no knob for "
+              "19-29% too slow with no elementwise time at all (full fine-tuning: +21% on the 4090, whose paged "
+              "8-bit optimizer states do not fit beside the weights, -8% on the A6000). autofit has no knob for "
               "torch.compile.",
               "- FSDP (Answer.AI, llm-foundry) is modelled as ZeRO-3 without overlap of transfers and compute.",
               "- The H100 and H200 price flash attention at FlashAttention-2's published 35% of peak (gpus.yaml "
