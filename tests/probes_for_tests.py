@@ -180,3 +180,23 @@ class AnalyticProbe(Probe):
                            breakdown_gib={"weights": weights / gib, "optimizer": states / gib,
                                           "activations": activations / gib},
                            error=None if state == Outcome.OK else "estimated peak exceeds the usable budget")
+
+
+class RendezvousAnalyticProbe(AnalyticProbe):
+    """AnalyticProbe whose first probe in each process waits (up to 120 s) until AUTOFIT_TEST_WORKERS processes
+    have written their pid to AUTOFIT_TEST_MARKER: its probes take microseconds, so without it the worker that
+    finished importing first could run every trial before the other one starts."""
+
+    started = False
+
+    def run(self, model, config, context):
+        if not RendezvousAnalyticProbe.started:
+            RendezvousAnalyticProbe.started = True
+            marker = Path(os.environ["AUTOFIT_TEST_MARKER"])
+            with open(marker, "a") as out:
+                out.write(f"{os.getpid()}\n")
+            deadline = time.time() + 120
+            while len(set(marker.read_text().split())) < int(os.environ["AUTOFIT_TEST_WORKERS"]) \
+                    and time.time() < deadline:
+                time.sleep(0.05)
+        return AnalyticProbe.run(self, model, config, context)
