@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from autofit.probes import TraceProbe
+from autofit.probes import Probe, TraceProbe
 
 
 class SlowTraceProbe(TraceProbe):
@@ -32,16 +32,19 @@ class SlowTraceProbe(TraceProbe):
         return result
 
 
-class RaisingProbe(TraceProbe):
-    """Raises on every third probe (a probe bug or a crash inside the probe), whatever the sampler picks."""
+class RaisingProbe(Probe):
+    """Raises on every third probe (a probe bug or a crash inside the probe), whatever the sampler picks; the
+    others are AnalyticProbe's (below): the search's handling of the crash is tested, not a trace."""
 
+    name = "analytic"
+    estimated = True
     calls = 0
 
     def run(self, model, config, context):
         RaisingProbe.calls += 1
         if RaisingProbe.calls % 3 == 2:
             raise RuntimeError("probe crashed: CUDA error: an illegal memory access was encountered")
-        return TraceProbe.run(self, model, config, context)
+        return AnalyticProbe().run(model, config, context)
 
 
 class DieOnceProbe(TraceProbe):
@@ -137,3 +140,63 @@ class CpuDeclaringProbe(TraceProbe):
     name = "my-cpu"
     capabilities = ProbeCapabilities(device="cpu", runtime_reserve=False,
                                      fixed_knobs={"zero_stage": 0, "offload": "none"}, max_params=2e9)
+
+
+from autofit.probes import ProbeResult  # noqa: E402
+from autofit.trials import Outcome  # noqa: E402
+
+_WEIGHT_BYTES = {"none": 2.0, "int8": 1.0, "nf4": 0.55}  # bytes per base weight by quantization
+_STATE_BYTES = {"adamw_torch": 12.0, "adamw_8bit": 6.0, "paged_adamw_8bit": 6.0}  # grad + optimizer states
+
+
+class AnalyticProbe(Probe):
+    """A closed-form memory and speed model instead of a trace, for tests of the search's own logic (sampler,
+    storage, workers) that need hundreds of probes: each costs microseconds, not a traced step. Its peak grows
+    with every knob along knobs.yaml's memory orders, so the sampler's OOM inference holds for it as for the
+    trace; its figures are labelled estimates, and nothing outside tests uses it. The real landscape is the
+    trace probe's, tested end to end in each module's slow or real-trace tests."""
+
+    name = "analytic"
+    estimated = True
+
+    def run(self, model, config, context):
+        c = model.config
+        hidden, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+        base_params = layers * (4 * hidden * hidden + 3 * hidden * c["intermediate_size"]) + 2 * vocab * hidden
+        trainable = base_params if config.lora_rank == 0 else config.lora_rank * layers * 8 * hidden
+        weights = base_params * _WEIGHT_BYTES[config.quantization]
+        states = trainable * (2 + _STATE_BYTES[config.optimizer])
+        tokens = config.per_device_train_batch_size * config.seq_len
+        per_layer = tokens * hidden * 128 + (tokens * c["num_attention_heads"] * config.seq_len * 2
+                                            if config.attn_implementation == "eager" else 0)
+        activations = per_layer * (1 if config.gradient_checkpointing else layers) + tokens * vocab * 4
+        peak = weights + states + activations
+        flops = 6 * base_params * tokens * (4 / 3 if config.gradient_checkpointing else 1)
+        step_s = config.gradient_accumulation_steps * (flops / 1e13 + 1e-3 * (config.quantization != "none"))
+        state = Outcome.OK if peak <= context.usable_budget_bytes else Outcome.OOM
+        gib = 2**30
+        return ProbeResult(state=state, probe=self.name, estimated=True, peak_memory_gib=peak / gib,
+                           tokens_per_s=tokens * config.gradient_accumulation_steps / step_s, step_time_s=step_s,
+                           breakdown_gib={"weights": weights / gib, "optimizer": states / gib,
+                                          "activations": activations / gib},
+                           error=None if state == Outcome.OK else "estimated peak exceeds the usable budget")
+
+
+class RendezvousAnalyticProbe(AnalyticProbe):
+    """AnalyticProbe whose first probe in each process waits (up to 120 s) until AUTOFIT_TEST_WORKERS processes
+    have written their pid to AUTOFIT_TEST_MARKER: its probes take microseconds, so without it the worker that
+    finished importing first could run every trial before the other one starts."""
+
+    started = False
+
+    def run(self, model, config, context):
+        if not RendezvousAnalyticProbe.started:
+            RendezvousAnalyticProbe.started = True
+            marker = Path(os.environ["AUTOFIT_TEST_MARKER"])
+            with open(marker, "a") as out:
+                out.write(f"{os.getpid()}\n")
+            deadline = time.time() + 120
+            while len(set(marker.read_text().split())) < int(os.environ["AUTOFIT_TEST_WORKERS"]) \
+                    and time.time() < deadline:
+                time.sleep(0.05)
+        return AnalyticProbe.run(self, model, config, context)

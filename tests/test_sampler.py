@@ -17,12 +17,13 @@ from autofit.sampler import _GP
 from autofit.search import SearchPlan, evaluated_count, open_study, run_search
 from autofit.space import SearchSpace
 from autofit.trials import Outcome, TrialAttr, outcome_of
+from probes_for_tests import AnalyticProbe
 
 MODEL = resolve_model("glm-tiny")
 PROBED = [Outcome.OK, Outcome.OOM]  # the trace probe's outcomes; oom-inferred trials are records, not probes
 
 
-def plan(tmp_path, name, trials, seed, gpu_mem="1.2GB", pins=None, global_batch=None):
+def plan(tmp_path, name, trials, seed, gpu_mem="1.2GB", pins=None, global_batch=None, probe=None):
     # 1.2 GB leaves 0.14 GiB usable after the 1 GiB reserve and 5% headroom: about half of this space
     # runs out of memory there (576 configurations of batch, seq_len, rank, quantization, checkpointing)
     fixed = {"gradient_accumulation_steps": 1, "attn_implementation": "sdpa", "optimizer": "adamw_torch",
@@ -30,7 +31,7 @@ def plan(tmp_path, name, trials, seed, gpu_mem="1.2GB", pins=None, global_batch=
     fixed.update(pins or {})
     space = SearchSpace.load().pinned(fixed)
     return SearchPlan(model=MODEL, space=space, pins=dict(pins or {}), budget=make_budget(gpu_mem),
-                      gpu=get_gpu("h100"), gpu_source="named", probe=TraceProbe(), trials=trials,
+                      gpu=get_gpu("h100"), gpu_source="named", probe=probe or TraceProbe(), trials=trials,
                       storage=f"sqlite:///{tmp_path}/{name}.db", study_name=name, seed=seed,
                       global_batch=global_batch)
 
@@ -48,18 +49,25 @@ def assert_never_twice(frame, knobs):
     assert frame[list(knobs)].astype(str).duplicated().sum() == 0
 
 
-def test_space_is_about_half_oom(tmp_path):
+# The sampler's own logic is tested on both landscapes: the analytic probe's (tests/probes_for_tests.py:
+# microseconds a probe, in the fast lane) and the real trace's (a second a probe: slow).
+PROBES = [pytest.param(AnalyticProbe, id="analytic"), pytest.param(TraceProbe, id="trace", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("probe_class", PROBES)
+def test_space_is_about_half_oom(tmp_path, probe_class):
     p = plan(tmp_path, "census", 1, 0)
-    probe = TraceProbe()
+    probe = probe_class()
     states = [probe.run(MODEL, c, p.context).state for c in p.candidates.configs[::25]]  # 24 of 576
     share = states.count(Outcome.OOM) / len(states)
     assert 0.3 < share < 0.8, share
 
 
-def test_autofit_sampler_learns_from_oom_better_than_random(tmp_path):
+@pytest.mark.parametrize("probe_class", PROBES)
+def test_autofit_sampler_learns_from_oom_better_than_random(tmp_path, probe_class):
     ours, random = [], []
     for seed in (0, 1, 2):
-        p = plan(tmp_path, f"ours{seed}", 20, seed)
+        p = plan(tmp_path, f"ours{seed}", 20, seed, probe=probe_class())
         study = open_study(p)
         run_search(p, study)
         share, frame = oom_share(study)
@@ -67,7 +75,7 @@ def test_autofit_sampler_learns_from_oom_better_than_random(tmp_path):
         assert frame["state"].isin([*PROBED, Outcome.OOM_INFERRED]).all()
         assert len(probed(frame)) == 20 and evaluated_count(study) == 20
         assert_never_twice(frame, p.candidates.searched)  # records and probes alike
-        p = plan(tmp_path, f"random{seed}", 20, seed)
+        p = plan(tmp_path, f"random{seed}", 20, seed, probe=probe_class())
         study = open_study(p, sampler=optuna.samplers.RandomSampler(seed=seed))
         run_search(p, study)
         random.append(oom_share(study)[0])
@@ -76,7 +84,8 @@ def test_autofit_sampler_learns_from_oom_better_than_random(tmp_path):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """One 20-trial search, shared by the tests that only read it."""
+    """One 20-trial search with the real trace probe (this module's end-to-end run), shared by the tests that only
+    read it."""
     p = plan(tmp_path_factory.mktemp("searched"), "searched", 20, 5)
     study = open_study(p)
     run_search(p, study)
@@ -140,9 +149,10 @@ def test_recommendation_and_front(searched):
 
 
 def test_resume_continues_without_repeating(tmp_path):
-    p = plan(tmp_path, "resume", 6, 9)
+    # the analytic probe, like the two tests below: the sampler's bookkeeping is tested, `searched` traces
+    p = plan(tmp_path, "resume", 6, 9, probe=AnalyticProbe())
     run_search(p, open_study(p))
-    p2 = plan(tmp_path, "resume", 14, 9)
+    p2 = plan(tmp_path, "resume", 14, 9, probe=AnalyticProbe())
     study = open_study(p2)
     run_search(p2, study)
     frame = trials_frame(study)
@@ -154,9 +164,9 @@ def test_resume_continues_without_repeating(tmp_path):
 
 def test_workers_sharing_a_study_never_repeat(tmp_path):
     """Two samplers (two workers) taking turns on one stored study: each sees the other's probes and records."""
-    a = plan(tmp_path, "shared", 5, 1)
+    a = plan(tmp_path, "shared", 5, 1, probe=AnalyticProbe())
     study_a = open_study(a)
-    b = plan(tmp_path, "shared", 10, 2)
+    b = plan(tmp_path, "shared", 10, 2, probe=AnalyticProbe())
     study_b = open_study(b)
     run_search(a, study_a)
     run_search(b, study_b)
@@ -168,7 +178,9 @@ def test_workers_sharing_a_study_never_repeat(tmp_path):
 
 
 def test_pins_and_global_batch(tmp_path):
-    p = plan(tmp_path, "pinned", 12, 4, pins={"quantization": "nf4", "seq_len": 1024}, global_batch=16)
+    # which configurations the search proposes is tested, not their traces (nf4's are the slowest: 16 s here)
+    p = plan(tmp_path, "pinned", 12, 4, pins={"quantization": "nf4", "seq_len": 1024}, global_batch=16,
+             probe=AnalyticProbe())
     assert "quantization" not in p.candidates.searched and "seq_len" not in p.candidates.searched
     study = open_study(p)
     run_search(p, study)

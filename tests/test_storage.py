@@ -113,8 +113,11 @@ def storage_url(request, tmp_path):
 
 
 def test_two_concurrent_workers_share_one_study(storage_url, tmp_path):
+    # the analytic probe (tests/probes_for_tests.py): the storage is tested, not traces; the --workers test
+    # below and the Ctrl-C test run the real trace probe. Each worker's first probe waits for the other worker.
     workers = [start_cli(*SEARCH, "--trials", 12, "--storage", storage_url, "--out", tmp_path / f"out{i}",
-                         "--seed", i) for i in range(2)]
+                         "--seed", i, "--probe", "probes_for_tests:RendezvousAnalyticProbe",
+                         AUTOFIT_TEST_MARKER=str(tmp_path / "workers"), AUTOFIT_TEST_WORKERS="2") for i in range(2)]
     for proc in workers:
         code, out, err = finish(proc)
         assert code == 0, err
