@@ -197,11 +197,11 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
                      f"({measured}; in trials.csv)")
     theirs = study.user_attrs.get(StudyAttr.FROM_FILE_TRACE)
     if theirs:
-        ours, mine = theirs["recommended_tokens_per_s"], theirs["tokens_per_s"]
-        gain = 100.0 * (ours / mine - 1) if mine else 0
+        recommended_tps, file_tps = theirs["recommended_tokens_per_s"], theirs["tokens_per_s"]
+        gain = 100.0 * (recommended_tps / file_tps - 1) if file_tps else 0
         lines.append(f"Your file as it is: peak {theirs['peak_memory_gib']:.2f} GiB, "
                      + ("fits" if theirs["fits"] else "does not fit")
-                     + f", {theirs['tokens_per_s']:,.0f} tokens/s;"
+                     + f", {file_tps:,.0f} tokens/s;"
                      + f" the recommendation: {gain:+.0f}% tokens/s (estimated)")
     for curve in stored_curves(study):
         mark = " (recommended)" if curve["recommended"] else ""

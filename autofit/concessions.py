@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from collections.abc import Iterable
 
-from .knobs import KnobSpec, TrainingConfig, knob_specs, requirement_knobs
+from .knobs import TrainingConfig, knob_specs, requirement_knobs
 from .models import ModelSpec
 from .probes import ProbeContext, ProbeResult, TraceProbe
 from .trials import Outcome
@@ -79,15 +79,6 @@ class Concession:
         return {**asdict(self), "text": self.text}
 
 
-def memory_rank(spec: KnobSpec, value: Any) -> float:
-    """The knob's memory rank of `value`; for knobs with a memory order (the ones concessions and fixes move
-    along), ValueError for one without."""
-    rank = spec.memory_rank(value)
-    if rank is None:
-        raise ValueError(f"{spec.name} has no memory order (data/knobs.yaml memory_order)")
-    return rank
-
-
 def _show(knob: str, value: Any) -> str:
     return "0 (full fine-tuning)" if knob == "lora_rank" and value == 0 else str(value)
 
@@ -101,8 +92,8 @@ def alternatives(knob: str, required: Any, space_values: Iterable[Any]) -> list[
         values = [required // 2, required // 4]
         return [v for v in values if v >= 128]
     below = [v for v in dict.fromkeys(space_values) if v != 0 or knob != "lora_rank"]
-    below = [v for v in below if memory_rank(spec, v) < memory_rank(spec, required)]
-    below.sort(key=lambda v: -memory_rank(spec, v))
+    below = [v for v in below if spec.ordered_rank(v) < spec.ordered_rank(required)]
+    below.sort(key=lambda v: -spec.ordered_rank(v))
     return below[:2]
 
 

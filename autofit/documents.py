@@ -13,7 +13,7 @@ import optuna
 import yaml
 
 from . import exports
-from .results import Recommendation, recommend
+from .results import Recommendation
 from .trials import StudyAttr
 
 VERSIONED = ("autofit", "torch", "transformers", "peft", "bitsandbytes", "deepspeed", "optuna")
@@ -71,14 +71,13 @@ def render_best_config(study: optuna.Study, rec: Recommendation) -> str:
 
 
 
-def write_back_outputs(study: optuna.Study, out: Path) -> dict[str, str]:
-    """For `search --from FILE`: the user's file with the recommendation written back (file name of the export
-    of its format), and ds_config.json when the recommendation uses ZeRO. Empty without --from or a recommendation."""
+def write_back_outputs(study: optuna.Study, rec: Recommendation, out: Path) -> dict[str, str]:
+    """For `search --from FILE`: the user's file with the recommendation `rec` written back (file name of the
+    export of its format), and ds_config.json when it uses ZeRO. Empty without --from."""
     from .trainer_files import apply_changes, changed_keys, from_attrs, output_name
 
     stored = study.user_attrs.get(StudyAttr.FROM_FILE)
-    rec = recommend(study)
-    if not stored or rec is None:
+    if not stored:
         return {}
     trainer = from_attrs(stored)
     files: dict[str, str] = {}

@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .concessions import LORA_RANK_FOR_FULL, TraceCache, memory_rank
+from .concessions import LORA_RANK_FOR_FULL, TraceCache
 from .knobs import TrainingConfig, knob_specs
 from .rules import violated_rule
 from .trials import Outcome
@@ -50,16 +50,16 @@ def _groups(config: TrainingConfig) -> tuple[dict[str, list[dict]], dict[str, li
                    {"zero_stage": 3, "offload": "all", "optimizer": "adamw_torch"}]
     offload_spec = knob_specs()["offload"]
     zero_levels = [z for z in zero_levels
-                   if memory_rank(offload_spec, z["offload"]) < memory_rank(offload_spec, config.offload)]
+                   if offload_spec.ordered_rank(z["offload"]) < offload_spec.ordered_rank(config.offload)]
     if zero_levels:
         neutral["zero"] = zero_levels
     required: dict[str, list[dict]] = {}
     if config.lora_rank == 0:
         required["lora_rank"] = [{"lora_rank": LORA_RANK_FOR_FULL}]
     else:
+        quant_spec = knob_specs()["quantization"]
         quant = [{"quantization": q} for q in ("int8", "nf4")
-                 if memory_rank(knob_specs()["quantization"], q)
-                 < memory_rank(knob_specs()["quantization"], config.quantization)]
+                 if quant_spec.ordered_rank(q) < quant_spec.ordered_rank(config.quantization)]
         if quant:
             required["quantization"] = quant
         if config.lora_rank > 8:

@@ -85,10 +85,11 @@ class KnobSpec:
         return float(value)
 
     def ordered_rank(self, value: Any) -> float:
-        """memory_rank for a knob that has a memory order; ValueError for one that has none."""
+        """memory_rank for a knob that has a memory order (the ones concessions, fixes and the sampler's memory
+        features move along); ValueError for one that has none."""
         rank = self.memory_rank(value)
         if rank is None:
-            raise ValueError(f"knob {self.name} has no memory order")
+            raise ValueError(f"{self.name} has no memory order (data/knobs.yaml memory_order)")
         return rank
 
 

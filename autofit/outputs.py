@@ -114,8 +114,9 @@ def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     from .advice import seq_len_csv  # the probes (advice) and plotly (report): loaded only when writing
     from .report import render_report
 
-    files = {"trials.csv": spreadsheet_safe(trials_frame(study)).to_csv(index=False),
-             "pareto.csv": spreadsheet_safe(pareto_frame(study)).to_csv(index=False)}
+    trials = trials_frame(study)
+    files = {"trials.csv": spreadsheet_safe(trials).to_csv(index=False),
+             "pareto.csv": spreadsheet_safe(pareto_frame(study, trials)).to_csv(index=False)}
     curve_csv = seq_len_csv(study)
     if curve_csv is not None:
         files["seq-len.csv"] = curve_csv
@@ -123,7 +124,7 @@ def write_outputs(study: optuna.Study, out: Path) -> list[Path]:
     if rec is not None:
         files["best-config.yaml"] = render_best_config(study, rec)
         files.update(exports.render("llamafactory", export_context(study, rec)))
-        files.update(write_back_outputs(study, out))  # search --from FILE: the user's file, updated
+        files.update(write_back_outputs(study, rec, out))  # search --from FILE: the user's file, updated
     files["report.html"] = render_report(study)
     return write_together(out, files)
 

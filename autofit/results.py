@@ -12,11 +12,10 @@ import pandas as pd
 from .knobs import KNOBS, moving_parts
 from .requirements import Requirements
 from .runtime import runtime_constants
-from .trials import DetailKey, Outcome, StudyAttr, TrialAttr, outcome_of
+from .trials import MEASURED_ATTRS, DetailKey, Outcome, StudyAttr, TrialAttr, outcome_of
 from .units import GIB
 
-MEASURED_COLUMNS = [TrialAttr.PREDICTED_PEAK_GIB, TrialAttr.PEAK_ALLOCATED_GIB, TrialAttr.PEAK_RESERVED_GIB,
-                    TrialAttr.PREDICTION_ERROR_PCT]
+MEASURED_COLUMNS = [*MEASURED_ATTRS]
 # trials.csv columns that are the trial attribute of the same name
 ATTR_COLUMNS = [TrialAttr.PEAK_MEMORY_GIB, TrialAttr.TOKENS_PER_S, TrialAttr.PROBE, TrialAttr.ESTIMATED,
                 TrialAttr.DURATION_S, *MEASURED_COLUMNS]
@@ -42,10 +41,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
-def pareto_frame(study: optuna.Study) -> pd.DataFrame:
-    """The Pareto front (Optuna's best_trials: non-dominated feasible trials), by ascending peak memory."""
+def pareto_frame(study: optuna.Study, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The Pareto front (Optuna's best_trials: non-dominated feasible trials), by ascending peak memory: rows of
+    `frame` (the study's trials_frame, with any columns a caller added; built when not given)."""
     numbers = {t.number for t in study.best_trials}
-    frame = trials_frame(study)
+    frame = trials_frame(study) if frame is None else frame
     front = frame[frame["number"].isin(numbers) & (frame["state"] == Outcome.OK.value)]
     return front.sort_values(["peak_memory_gib", "tokens_per_s"], ascending=[True, False]).reset_index(drop=True)
 

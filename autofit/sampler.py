@@ -183,9 +183,8 @@ def _features(candidates: CandidateSet, for_memory: bool) -> np.ndarray:
                     columns.append(scaled(ranks))
                 continue
             if for_memory and ordered:
-                # ordered: every value has a rank (memory_rank is None only for knobs without an order)
-                order_ranks = [spec.memory_rank(v) for v in values]
-                columns.append(scaled(np.log2(np.maximum([1.0 if r is None else r for r in order_ranks], 1.0))))
+                order_ranks = [spec.ordered_rank(v) for v in values]
+                columns.append(scaled(np.log2(np.maximum(order_ranks, 1.0))))
             else:
                 columns.append(scaled(np.log2(np.maximum(np.array(values, dtype=float), 1.0))))
         elif ordered and (for_memory or spec.type == "bool"):

@@ -127,12 +127,12 @@ def seq_len_curves(cache: TraceCache, recommended: tuple[int, dict] | None, fron
     for number, config, is_rec in chosen:
         typed = TrainingConfig.from_dict(config)
         longest, points = longest_fitting(cache, typed, max_len)
-        at = cache.run(typed.replace(seq_len=longest)) if longest else None
+        at = cache.run(typed.replace(seq_len=longest)).figures() if longest else None
         label = f"{strategy_of(config)}, batch {config['per_device_train_batch_size']}"
         curves.append(SeqLenCurve(strategy=label, trial=number, recommended=is_rec,
                                   longest_seq_len=longest,
-                                  peak_memory_gib=round(at.figures()[0], 3) if at else None,
-                                  tokens_per_s=round(at.figures()[1], 1) if at else None,
+                                  peak_memory_gib=round(at[0], 3) if at else None,
+                                  tokens_per_s=round(at[1], 1) if at else None,
                                   capped_at=max_len if longest and longest >= max_len // GRANULARITY * GRANULARITY
                                   else None,
                                   points=sorted(points)))
@@ -154,8 +154,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     def measure(seq_len: int) -> bool:
         result = real.run(cache.model, config.replace(seq_len=seq_len), cache.context)
         results[seq_len] = result
-        curve.measured.append((seq_len, None if result.peak_memory_gib is None else round(result.peak_memory_gib, 3),
-                               result.state))
+        curve.measured.append((seq_len, _rounded(result.peak_memory_gib, 3), result.state))
         return result.state == Outcome.OK
 
     traced = curve.longest_seq_len
@@ -178,7 +177,7 @@ def confirm_boundary(curve: SeqLenCurve, config: TrainingConfig, probe: Probe, c
     curve.confirmed = "measured" if longest == traced else "moved"
     at = None if longest is None else results.get(longest)
     if at is not None and at.state == Outcome.OK:
-        curve.peak_memory_gib = None if at.peak_memory_gib is None else round(at.peak_memory_gib, 3)
+        curve.peak_memory_gib = _rounded(at.peak_memory_gib, 3)
         curve.tokens_per_s = round(at.tokens_per_s, 1) if at.tokens_per_s else None
     elif longest is not None:  # not measured there: the trace's figures
         traced_at = cache.run(config.replace(seq_len=longest))

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .errors import AutofitError
+from .exports import HF_OPTIMIZERS
 from .knobs import KNOBS, knob_specs
 from .models import ModelSpec, load_preset, preset_names, resolve_model
 
@@ -33,8 +34,6 @@ LLAMAFACTORY_MARKERS = ("finetuning_type", "stage", "cutoff_len", "template", "l
 OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch", "adamw_hf": "adamw_torch",
               "adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
 OPTIMIZER_KEYS = {"llamafactory": "optim", "hf": "optim", "axolotl": "optimizer"}
-WRITTEN_OPTIMIZER = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit",
-                     "paged_adamw_8bit": "paged_adamw_8bit"}
 DS_FILE = "ds_config.json"
 
 
@@ -296,7 +295,7 @@ def changed_keys(trainer: TrainerFile, config: dict[str, Any], deepspeed_path: s
     if {"zero_stage", "offload"} & diff:
         keys["deepspeed"] = deepspeed_path if config["zero_stage"] else None
     if "optimizer" in diff:
-        keys[OPTIMIZER_KEYS[fmt]] = WRITTEN_OPTIMIZER[config["optimizer"]]
+        keys[OPTIMIZER_KEYS[fmt]] = HF_OPTIMIZERS[config["optimizer"]]
     if "attn_implementation" in diff:
         if fmt == "llamafactory":
             keys["flash_attn"] = "sdpa" if config["attn_implementation"] == "sdpa" else "disabled"

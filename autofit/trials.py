@@ -85,6 +85,11 @@ class DetailKey:
     TIME_BREAKDOWN_S: Final = "time_breakdown_s"  # trace probe: the step's estimated seconds by part
 
 
+# what a real probe adds beside its figures (ProbeResult fields of these names), in trials.csv's column order
+MEASURED_ATTRS = (TrialAttr.PREDICTED_PEAK_GIB, TrialAttr.PEAK_ALLOCATED_GIB, TrialAttr.PEAK_RESERVED_GIB,
+                  TrialAttr.PREDICTION_ERROR_PCT)
+
+
 class StudyAttr:
     """Names of the user attributes autofit sets on a study (SearchPlan.study_attrs, the advice)."""
 
@@ -180,12 +185,11 @@ def record_result(trial: optuna.Trial, result: ProbeOutcome, budget_gib: float) 
         trial.set_user_attr(TrialAttr.ERROR, result.error[-2000:])
     if result.details:
         trial.set_user_attr(TrialAttr.DETAILS, result.details)
-    for key in (TrialAttr.PEAK_ALLOCATED_GIB, TrialAttr.PEAK_RESERVED_GIB, TrialAttr.PREDICTED_PEAK_GIB,
-                TrialAttr.PREDICTION_ERROR_PCT):
+    for key in MEASURED_ATTRS:
         value = getattr(result, key)
         if value is not None:
             trial.set_user_attr(key, value)
-    set_outcome(trial, Outcome(result.state))
+    set_outcome(trial, result.state)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, values: list[float] | None = None) -> None:

@@ -67,9 +67,9 @@ class Progress:
         outcome = outcome_of(trial)
         state = "?" if outcome is None else outcome.value
         peak, tps = attrs.get(TrialAttr.PEAK_MEMORY_GIB), attrs.get(TrialAttr.TOKENS_PER_S)
-        if state in EVALUATED:
+        if outcome in EVALUATED:
             self.done += 1
-        if state == Outcome.OK and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
+        if outcome == Outcome.OK and (self.best is None or (tps, -peak) > (self.best[0], -self.best[1])):
             self.best = (tps, peak, trial.number)
         style = {Outcome.OK: "green", Outcome.OOM: "red", Outcome.INVALID: "yellow"}.get(outcome, "magenta")
         row = (f"{trial.number}", fmt_config(attrs.get(TrialAttr.CONFIG, {}), self.keys), f"[{style}]{state}[/]",
@@ -77,7 +77,7 @@ class Progress:
         self.rows.append(row)
         self.current = ""
         if self.live is None:
-            mark = " (predicted)" if state == Outcome.OOM_PREDICTED else self.mark
+            mark = " (predicted)" if outcome == Outcome.OOM_PREDICTED else self.mark
             self.console.print(f"trial {row[0]} {row[2]} {row[1]} peak {row[3]} GiB, {row[4]} tokens/s{mark}",
                                highlight=False)
         self._refresh()

@@ -39,7 +39,8 @@ Modules: _context (ExportContext, the knobs checked), _yaml (the YAML writer), _
 
 from __future__ import annotations
 
-from ._context import ALLOC_ENV, DS_FILENAME, DS_RESOLVED_FILENAME, FORMATS, ExportContext, needs_remote_code
+from ._context import (ALLOC_ENV, DS_FILENAME, DS_RESOLVED_FILENAME, FORMATS, HF_OPTIMIZERS, ExportContext,
+                       needs_remote_code)
 from .axolotl import render_axolotl
 from .deepspeed import deepspeed_config, render_deepspeed, render_deepspeed_resolved, resolved_deepspeed_config
 from .hf import render_hf
@@ -50,6 +51,7 @@ __all__ = [
     "DS_FILENAME",
     "DS_RESOLVED_FILENAME",
     "FORMATS",
+    "HF_OPTIMIZERS",
     "ExportContext",
     "deepspeed_config",
     "needs_remote_code",

@@ -32,7 +32,10 @@ Constants live in autofit/data/runtime.yaml, the card's figures in autofit/data/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from ..gpus import GpuSpec
 
 TIME_PARTS = ("matmul", "dequantization", "attention", "elementwise", "optimizer", "recompute",
               "offload_communication", "overhead")
@@ -68,9 +71,9 @@ class PerfModel:
     bnb_op_overhead_us: float
 
     @classmethod
-    def for_gpu(cls, gpu, constants: dict) -> PerfModel:
+    def for_gpu(cls, gpu: GpuSpec, constants: dict) -> PerfModel:
         values = {name: float(constants[name]) for name in PERF_CONSTANTS}
-        share = getattr(gpu, "flash_attention_share", None)
+        share = gpu.flash_attention_share
         if share is not None:  # a card where FA2 reaches another share of peak (Hopper): backward in proportion
             values["attention_backward_efficiency"] *= share / values["attention_forward_efficiency"]
             values["attention_forward_efficiency"] = float(share)

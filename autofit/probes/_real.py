@@ -27,7 +27,7 @@ from ..lifecycle import probe_dir_prefix, sweep_stale_probe_dirs
 from ..models import ModelSpec
 from ..units import GIB
 from ..trials import DetailKey, Outcome
-from ._base import Probe, ProbeCapabilities, ProbeContext, ProbeResult
+from ._base import DEVICE_ONLY_KNOBS, Probe, ProbeCapabilities, ProbeContext, ProbeResult
 from ._trace import TraceProbe
 from ._training import deepspeed_missing
 
@@ -45,7 +45,7 @@ def default_timeout_s(model: ModelSpec, device: str) -> float:
 
 # real training steps on a CUDA GPU: the runtime reserve is measured there, and the allocator is searched
 CUDA_CAPABILITIES = ProbeCapabilities(device="cuda", runtime_reserve=True, measures_reserve=True,
-                                      device_knobs=frozenset({"allocator"}))
+                                      device_knobs=DEVICE_ONLY_KNOBS)
 # real training steps on the CPU: host and device memory are one (no runtime reserve, and neither ZeRO
 # partitioning nor offload can be measured); a step of a model beyond 2B parameters takes minutes to hours
 CPU_CAPABILITIES = ProbeCapabilities(device="cpu", runtime_reserve=False,
@@ -182,8 +182,8 @@ class ScreenedProbe(Probe):
         predicted = self.tracer.run(model, config, context)
         peak, _ = predicted.figures()
         factor = None if self.margin is None else 1 + self.margin
-        limit = float("inf") if factor is None else context.usable_budget_bytes * factor / GIB
-        if factor is not None and peak > limit:
+        limit = None if factor is None else context.usable_budget_bytes * factor / GIB
+        if factor is not None and limit is not None and peak > limit:
             return ProbeResult(
                 state=Outcome.OOM_PREDICTED, probe=self.name, estimated=True,
                 peak_memory_gib=peak,

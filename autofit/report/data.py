@@ -33,6 +33,11 @@ class ReportData:
     by_number: dict[int, optuna.trial.FrozenTrial] = field(default_factory=dict)
 
     @property
+    def rec_number(self) -> int | None:
+        """The recommended trial's number, or None."""
+        return self.rec.trial.number if self.rec else None
+
+    @property
     def all_estimated(self) -> bool:
         values = [v for v in self.frame["estimated"] if v is not None and not isnan(v)]
         return all(map(bool, values)) if values else self.study_estimated
@@ -60,15 +65,15 @@ def load_data(study: optuna.Study) -> ReportData:
 
     def memory(row) -> float | None:
         for key in ("peak_memory_gib", "predicted_peak_gib", "peak_allocated_gib"):
-            value = row.get(key)
-            if value is not None and not isnan(value):
-                return float(value)
+            value = num(row.get(key))
+            if value is not None:
+                return value
         return None
 
     def tokens(row) -> float | None:
-        value = row.get("tokens_per_s")
-        if value is not None and not isnan(value):
-            return float(value)
+        value = num(row.get("tokens_per_s"))
+        if value is not None:
+            return value
         details = by_number[row["number"]].user_attrs.get(TrialAttr.DETAILS) or {}
         value = details.get(DetailKey.PREDICTED_TOKENS_PER_S)
         return float(value) if value is not None else None
@@ -87,8 +92,7 @@ def load_data(study: optuna.Study) -> ReportData:
         elif len(values) == 1:
             constant[knob] = frame[knob].dropna().iloc[0]
     frame["config_text"] = [config_text(r) for _, r in frame.iterrows()] if len(frame) else []
-    numbers = list(pareto_frame(study)["number"])  # in its order: by peak memory
-    front = frame.set_index("number", drop=False).loc[numbers].reset_index(drop=True) if numbers else frame.iloc[0:0]
+    front = pareto_frame(study, frame)
     return ReportData(study=study, attrs=attrs, trials=trials, frame=frame, front=front,
                  rec=recommend(study), budget=budget, varying=varying, constant=constant, by_number=by_number)
 
@@ -139,6 +143,11 @@ def study_timing(data: ReportData) -> dict[str, Any]:
             "probe_s": probe_s}
 
 
+
+
+def estimated_mark(trials: list[optuna.trial.FrozenTrial]) -> str:
+    """' (estimated)' for a figure drawn from `trials` when every one of them is an estimate, else ''."""
+    return " (estimated)" if all(t.user_attrs.get(TrialAttr.ESTIMATED) for t in trials) else ""
 
 
 def complete_trials(data: ReportData) -> list[optuna.trial.FrozenTrial]:

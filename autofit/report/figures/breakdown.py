@@ -16,7 +16,7 @@ def breakdown_figure(data: ReportData) -> go.Figure | str:
     if data.front.empty:
         return note("No configuration fits the budget, so there is no front to break down.")
     labels, breakdowns, texts, any_est = [], [], [], []
-    rec_number = data.rec.trial.number if data.rec else None
+    rec_number = data.rec_number
     for _, row in data.front.iterrows():
         trial = data.by_number[int(row["number"])]
         breakdown = trial.user_attrs.get(TrialAttr.BREAKDOWN_GIB) or {}

@@ -7,8 +7,7 @@ import math
 import optuna
 import plotly.graph_objects as go
 
-from ...trials import TrialAttr
-from ..data import ReportData, complete_trials
+from ..data import ReportData, complete_trials, estimated_mark
 from ..markup import note
 
 
@@ -16,7 +15,7 @@ def history_figure(data: ReportData) -> go.Figure | str:
     trials = sorted(complete_trials(data), key=lambda t: t.number)
     if not trials:
         return note("No configuration fits yet: no best throughput to follow.")
-    mark = " (estimated)" if all(t.user_attrs.get(TrialAttr.ESTIMATED) for t in trials) else ""
+    mark = estimated_mark(trials)
     fig = optuna.visualization.plot_optimization_history(data.study, target=lambda t: t.values[0],
                                                          target_name=f"tokens/s{mark}")
     # Optuna draws the best-so-far line only without a target; add it

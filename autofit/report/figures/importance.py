@@ -5,8 +5,7 @@ from __future__ import annotations
 import optuna
 import plotly.graph_objects as go
 
-from ...trials import TrialAttr
-from ..data import ReportData, complete_trials, searched_params
+from ..data import ReportData, complete_trials, estimated_mark, searched_params
 from ..markup import note
 
 
@@ -17,8 +16,7 @@ def importance_figure(data: ReportData, objective: int) -> go.Figure | str:
     if len(trials) < 3 or not params:
         return note(f"Importances for {what} need at least three configurations that fit, differing in a knob "
                      f"(this study has {len(trials)}).")
-    est = all(t.user_attrs.get(TrialAttr.ESTIMATED) for t in trials)
-    mark = " (estimated)" if est else ""
+    mark = estimated_mark(trials)
     name = "tokens/s" if objective == 0 else "peak memory (GiB)"
     fig = optuna.visualization.plot_param_importances(data.study, params=params,
                                                       target=lambda t: t.values[objective],

@@ -5,8 +5,7 @@ from __future__ import annotations
 import optuna
 import plotly.graph_objects as go
 
-from ...trials import TrialAttr
-from ..data import SHORT, ReportData, complete_trials, num, searched_params
+from ..data import SHORT, ReportData, complete_trials, estimated_mark, num, searched_params
 from ..markup import note, si
 
 PARALLEL_MAX_LINES = 200
@@ -17,7 +16,7 @@ def parallel_figure(data: ReportData) -> go.Figure | str:
     params = searched_params(data, trials)
     if len(trials) < 2 or not params:
         return note("Parallel coordinates need at least two configurations that fit, differing in a knob.")
-    mark = " (estimated)" if all(t.user_attrs.get(TrialAttr.ESTIMATED) for t in trials) else ""
+    mark = estimated_mark(trials)
     study, shown = data.study, f"the {len(trials)} configurations that fit"
     if len(trials) > PARALLEL_MAX_LINES:  # one SVG line per trial: keep the page quick, show the fast end
         fastest = sorted(trials, key=lambda t: -t.values[0])[:PARALLEL_MAX_LINES]

@@ -15,7 +15,7 @@ def time_figure(data: ReportData) -> go.Figure | str:
     if data.front.empty:
         return note("No configuration fits the budget, so there is no front to break down.")
     labels, per_k, texts = [], [], []
-    rec_number = data.rec.trial.number if data.rec else None
+    rec_number = data.rec_number
     for _, row in data.front.iterrows():
         trial = data.by_number[int(row["number"])]
         parts = (trial.user_attrs.get(TrialAttr.DETAILS) or {}).get(DetailKey.TIME_BREAKDOWN_S) or {}

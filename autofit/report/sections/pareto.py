@@ -12,7 +12,7 @@ def pareto_section(data: ReportData, figures: Figures) -> str:
     figure = figures.html(lambda: pareto_figure(data), "pareto")
     unplotted = data.frame[data.frame["plot_memory_gib"].isna() | data.frame["plot_tokens_per_s"].isna()]
     counts = ", ".join(f"{n} {s}" for s, n in unplotted["state"].value_counts().items()) if len(unplotted) else ""
-    rec_number = data.rec.trial.number if data.rec else None
+    rec_number = data.rec_number
     rows = [{"number": int(r["number"]), "recommended": r["number"] == rec_number,
              "knobs": [r[k] for k in data.varying], "estimated": truthy(r.get("estimated")),
              "peak": r["peak_memory_gib"], "tokens": r["tokens_per_s"]} for _, r in data.front.iterrows()]

@@ -30,7 +30,7 @@ def trials_section(data: ReportData) -> str:
         columns += [("numbers", "numbers", "t")]  # mixed trace and real figures: say which is which per row
     columns += [("duration_s", "probe s", ""), ("error", "note", "t")]
     front = set(data.front["number"])
-    rec_number = data.rec.trial.number if data.rec else None
+    rec_number = data.rec_number
     rows: list[dict[str, Any]] = []
     for _, r in frame.iterrows():
         number = int(r["number"])
@@ -52,7 +52,7 @@ def trials_section(data: ReportData) -> str:
             "probe": r["probe"] if isinstance(r["probe"], str) else "",
             "error": "" if r["error"] is None or isnan(r["error"]) else str(r["error"])})
     counts = [(str(s), int(n)) for s, n in frame["state"].value_counts().items()]
-    constant = ", ".join(f"{k}={v}" for k, v in data.constant.items() if k not in data.varying)
+    constant = ", ".join(f"{k}={v}" for k, v in data.constant.items())
     return render("trials.html.j2", rows=rows, columns=columns, counts=counts, constant=constant,
                   all_estimated=mark_all)
 
