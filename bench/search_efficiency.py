@@ -306,7 +306,7 @@ def _baseline_search(plan, study, on_trial) -> str:
     from optuna.trial import TrialState
 
     from autofit.rules import violated_rule
-    from autofit.trials import EVALUATED, TrialAttr, set_outcome
+    from autofit.trials import EVALUATED, TrialAttr, set_outcome, tell
 
     budget = plan.budget.usable_gib
     evaluated = 0
@@ -331,12 +331,7 @@ def _baseline_search(plan, study, on_trial) -> str:
             if result.tokens_per_s is not None:
                 trial.set_user_attr(TrialAttr.TOKENS_PER_S, result.tokens_per_s)
             set_outcome(trial, result.state)
-            if result.state == Outcome.OK:
-                study.tell(trial, [result.tokens_per_s, result.peak_memory_gib])
-            elif result.state == Outcome.OOM:
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, result.state, [result.tokens_per_s, result.peak_memory_gib])
             evaluated += result.state in EVALUATED
         on_trial(study.get_trials(deepcopy=False)[-1])
     return "trials"

@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY_SEARCH_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB", "--trials", "14", "--seed", "1"]
+TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
+TINY_SEARCH_ARGS = [*TINY_ARGS, "--trials", "14", "--seed", "1"]
 
 
 def run_cli_subprocess(*args, cwd=None, timeout=600):

@@ -32,21 +32,6 @@ class SlowTraceProbe(TraceProbe):
         return result
 
 
-class RaisingProbe(Probe):
-    """Raises on every third probe (a probe bug or a crash inside the probe), whatever the sampler picks; the
-    others are AnalyticProbe's (below): the search's handling of the crash is tested, not a trace."""
-
-    name = "analytic"
-    estimated = True
-    calls = 0
-
-    def run(self, model, config, context):
-        RaisingProbe.calls += 1
-        if RaisingProbe.calls % 3 == 2:
-            raise RuntimeError("probe crashed: CUDA error: an illegal memory access was encountered")
-        return AnalyticProbe().run(model, config, context)
-
-
 class DieOnceProbe(TraceProbe):
     """Kills its own process in the middle of the first trial it runs anywhere (marker file), like a
     worker lost to kill -9 or a reboot; later trials run normally."""
@@ -144,6 +129,7 @@ class CpuDeclaringProbe(TraceProbe):
 
 from autofit.probes import ProbeResult  # noqa: E402
 from autofit.trials import Outcome  # noqa: E402
+from autofit.units import GIB  # noqa: E402
 
 _WEIGHT_BYTES = {"none": 2.0, "int8": 1.0, "nf4": 0.55}  # bytes per base weight by quantization
 _STATE_BYTES = {"adamw_torch": 12.0, "adamw_8bit": 6.0, "paged_adamw_8bit": 6.0}  # grad + optimizer states
@@ -174,12 +160,24 @@ class AnalyticProbe(Probe):
         flops = 6 * base_params * tokens * (4 / 3 if config.gradient_checkpointing else 1)
         step_s = config.gradient_accumulation_steps * (flops / 1e13 + 1e-3 * (config.quantization != "none"))
         state = Outcome.OK if peak <= context.usable_budget_bytes else Outcome.OOM
-        gib = 2**30
-        return ProbeResult(state=state, probe=self.name, estimated=True, peak_memory_gib=peak / gib,
+        return ProbeResult(state=state, probe=self.name, estimated=True, peak_memory_gib=peak / GIB,
                            tokens_per_s=tokens * config.gradient_accumulation_steps / step_s, step_time_s=step_s,
-                           breakdown_gib={"weights": weights / gib, "optimizer": states / gib,
-                                          "activations": activations / gib},
+                           breakdown_gib={"weights": weights / GIB, "optimizer": states / GIB,
+                                          "activations": activations / GIB},
                            error=None if state == Outcome.OK else "estimated peak exceeds the usable budget")
+
+
+class RaisingProbe(AnalyticProbe):
+    """Raises on every third probe (a probe bug or a crash inside the probe), whatever the sampler picks; the
+    others are AnalyticProbe's (above): the search's handling of the crash is tested, not a trace."""
+
+    calls = 0
+
+    def run(self, model, config, context):
+        RaisingProbe.calls += 1
+        if RaisingProbe.calls % 3 == 2:
+            raise RuntimeError("probe crashed: CUDA error: an illegal memory access was encountered")
+        return super().run(model, config, context)
 
 
 class RendezvousAnalyticProbe(AnalyticProbe):

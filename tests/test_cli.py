@@ -14,19 +14,11 @@ import yaml
 
 from autofit.knobs import KNOBS, moving_parts, requirement_knobs
 from autofit.trials import Outcome
-from conftest import ROOT, run_cli_subprocess
-
-TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
+from conftest import ROOT, TINY_ARGS, run_cli_subprocess
 
 
-@pytest.fixture
-def tiny_search(tiny_search_outputs):
-    """conftest's shared 14-trial search (seed 1) of glm-tiny at 1.2GB; read only."""
-    return tiny_search_outputs
-
-
-def test_search_writes_every_file(tiny_search):
-    out, proc = tiny_search
+def test_search_writes_every_file(tiny_search_outputs):
+    out, proc = tiny_search_outputs
     for name in ("best-config.yaml", "trials.csv", "pareto.csv", "llamafactory.yaml", "report.html", "study.db"):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
@@ -38,8 +30,8 @@ def test_search_writes_every_file(tiny_search):
     assert "Recommended" in proc.stdout and "estimated" in proc.stdout and "Pareto front" in proc.stdout
 
 
-def test_trials_csv_columns_and_variety(tiny_search):
-    out, _ = tiny_search
+def test_trials_csv_columns_and_variety(tiny_search_outputs):
+    out, _ = tiny_search_outputs
     rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] != Outcome.OOM_INFERRED]
     assert len(rows) == 14
     for column in ("number", "state", *KNOBS, "peak_memory_gib", "tokens_per_s", "probe", "duration_s"):
@@ -56,8 +48,8 @@ def test_trials_csv_columns_and_variety(tiny_search):
     assert len(keys) == len(set(keys))  # never probed twice
 
 
-def test_best_config_yaml(tiny_search):
-    out, _ = tiny_search
+def test_best_config_yaml(tiny_search_outputs):
+    out, _ = tiny_search_outputs
     best = yaml.safe_load((out / "best-config.yaml").read_text())
     assert best["model"] == "glm-tiny" and best["gpu_mem"] == "1.2GB" and best["probe"] == "trace"
     assert set(best["config"]) == set(KNOBS)
@@ -81,8 +73,8 @@ def test_best_config_yaml(tiny_search):
     assert pareto and all(r["state"] == Outcome.OK for r in pareto)
 
 
-def test_report_and_outputs_state_requirements_concessions_and_seq_len(tiny_search):
-    out, proc = tiny_search
+def test_report_and_outputs_state_requirements_concessions_and_seq_len(tiny_search_outputs):
+    out, proc = tiny_search_outputs
     page = (out / "report.html").read_text()
     for section in ("id='requirements'", "Concessions (estimated)", "id='seq-len'", "seq_len (tokens)"):
         assert section in page, section
@@ -95,8 +87,8 @@ def test_report_and_outputs_state_requirements_concessions_and_seq_len(tiny_sear
     assert "seq_len" in {text.split()[0] for text in best["concessions"]}
 
 
-def test_llamafactory_yaml_keys(tiny_search):
-    out, _ = tiny_search
+def test_llamafactory_yaml_keys(tiny_search_outputs):
+    out, _ = tiny_search_outputs
     text = (out / "llamafactory.yaml").read_text()
     data = yaml.safe_load(text)
     assert "estimated" in text

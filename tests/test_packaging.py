@@ -4,17 +4,22 @@ package-data), so the report's templates and static files are there when autofit
 from __future__ import annotations
 
 import fnmatch
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package (the test extra installs it there)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_report_file_is_declared_in_pyproject():
+def test_every_file_of_autofit_is_declared_in_pyproject():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages, package_data = set(setuptools["packages"]), setuptools["package-data"]
     report = ROOT / "autofit" / "report"
-    for path in report.rglob("*"):
+    for path in (ROOT / "autofit").rglob("*"):
         if not path.is_file() or "__pycache__" in path.parts:
             continue
         package = ".".join(path.parent.relative_to(ROOT).parts)

@@ -14,7 +14,7 @@ from autofit.models import ModelSpec, resolve_model
 from autofit.probes import CpuProbe, CudaProbe, ProbeContext, ScreenedProbe, TraceProbe
 from autofit.space import SearchSpace
 from autofit.units import GIB
-from autofit.trials import Outcome
+from autofit.trials import EVALUATED, Outcome
 from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_cpu_search_end_to_end(tmp_path):
                "--space", TESTS / "data" / "cpu-space.yaml", "--no-screen", "--out", out, "--seed", 3)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    probed = [r for r in rows if r["state"] in (Outcome.OK, Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT)]
+    probed = [r for r in rows if r["state"] in EVALUATED]
     assert len(probed) == 12 and all(r["probe"] == "cpu" for r in probed)
     ok = [r for r in probed if r["state"] == Outcome.OK]
     oom = [r for r in probed if r["state"] == Outcome.OOM]
@@ -138,13 +138,12 @@ def test_zero_probe_without_deepspeed_fails_with_how_to_install(monkeypatch):
     started), while a configuration without ZeRO does not need it."""
     import importlib.util
 
-    from autofit.probes import FAILED
     from autofit.probes._training import deepspeed_missing
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else find_spec(name, *a))
     result = CudaProbe(timeout_s=1).run(MODEL, small(zero_stage=2), CTX)  # only the cuda probe runs ZeRO
-    assert result.state == FAILED and result.duration_s < 1
+    assert result.state == Outcome.FAILED and result.duration_s < 1
     assert result.error == 'ZeRO stage 2 needs DeepSpeed, which is not installed: pip install "autofit[deepspeed]"'
     assert deepspeed_missing(small(zero_stage=0)) is None
 
@@ -157,7 +156,7 @@ def test_trace_lora_and_exports_need_no_deepspeed(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # any `import deepspeed` now raises ImportError
     for config in (small(), small(zero_stage=3, offload="all", lora_rank=0)):
-        assert TraceProbe().run(MODEL, config, CTX).state in ("ok", "oom")
+        assert TraceProbe().run(MODEL, config, CTX).state in (Outcome.OK, Outcome.OOM)
         ctx = ExportContext("m", "m", None, config, 1.0, 1.0, "trace", True, "1GB", 0.95)
         assert render("hf", ctx)
 

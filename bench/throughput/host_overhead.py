@@ -87,8 +87,8 @@ def measure(runs: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15, help="measured steps per configuration (median)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the probe's child")
+    parser.add_argument("--runs", type=int, default=15, help="measured steps per configuration (the fastest is kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     args = parser.parse_args()
     print(json.dumps(measure(args.runs, args.threads), indent=2))
 
