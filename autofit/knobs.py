@@ -181,7 +181,9 @@ class TrainingConfig:
         return cls(**{name: specs[name].parse(values[name]) for name in specs})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # every value is a scalar: a shallow copy is what dataclasses.asdict gives, ~20x faster (it deep-copies),
+        # which matters when a space's ~100,000 configurations are checked against the rules
+        return {name: getattr(self, name) for name in _CONFIG_FIELDS}
 
     def key(self) -> str:
         """Canonical identity of the configuration (used to never probe one twice)."""
@@ -199,6 +201,9 @@ class TrainingConfig:
         """LoRA's scaling numerator: twice the rank (scale alpha / r = 2), as autofit's probes train and its
         exports write. 0 for full fine-tuning."""
         return 2 * self.lora_rank
+
+
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 
 
 def traced_config(config: TrainingConfig) -> TrainingConfig:
