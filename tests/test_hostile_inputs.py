@@ -394,8 +394,12 @@ def test_workers_die_with_their_killed_parent(tmp_path):
     url = f"sqlite:///{out}/study.db"
     proc = _cli("search", *TINY, "--trials", "30", "--out", out, "--workers", "2", "--probe",
                 "probes_for_tests:SlowTraceProbe", AUTOFIT_TEST_PROBE_SLEEP="30")
-    assert _wait_for(lambda: sum(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
-                                 for t in _load(url).trials) >= 2, 240)
+    if not _wait_for(lambda: sum(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
+                                 for t in _load(url).trials) >= 2, 240):
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        states = [(t.number, t.state.name, t.user_attrs.get(TrialAttr.WORKER)) for t in _load(url).trials]
+        pytest.fail(f"two workers never ran a trial at once; trials {states}; stderr: {err[-3000:]}")
     workers = {int(t.user_attrs[TrialAttr.WORKER].rpartition(":")[2]) for t in _load(url).trials
                if t.state == optuna.trial.TrialState.RUNNING}
     assert proc.pid not in workers and all(_alive(pid) for pid in workers)

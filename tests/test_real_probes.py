@@ -90,12 +90,12 @@ def test_screen_skips_what_the_trace_predicts_far_over_budget():
 @pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_cpu_search_end_to_end(tmp_path):
     out = tmp_path / "out"
-    proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 12,
+    proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 4,
                "--space", TESTS / "data" / "cpu-space.yaml", "--no-screen", "--out", out, "--seed", 3)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "trials.csv").open()))
     probed = [r for r in rows if r["state"] in EVALUATED]
-    assert len(probed) == 12 and all(r["probe"] == "cpu" for r in probed)
+    assert len(probed) == 4 and all(r["probe"] == "cpu" for r in probed)
     ok = [r for r in probed if r["state"] == Outcome.OK]
     oom = [r for r in probed if r["state"] == Outcome.OOM]
     assert ok and oom, [r["state"] for r in rows]

@@ -127,10 +127,11 @@ def test_longest_fitting_seq_len_is_the_boundary():
         assert not cache.fits(config.replace(seq_len=longest + step + GRANULARITY))
 
 
-def test_fewest_changes_fit_and_neutral_changes_come_first():
+def test_fewest_changes_fit_and_neutral_changes_come_first(tmp_path):
     cache = _cache("1.2GB")
-    big = TrainingConfig.from_dict({**BASE, "seq_len": 4096, "per_device_train_batch_size": 8,
-                                    "gradient_checkpointing": False, "gradient_accumulation_steps": 2})
+    # what `check` reads from this file in test_check_command_exit_status_and_json: the two share their traces
+    knobs = read_trainer_file(str(_write(tmp_path, "llamafactory", seq=4096, batch=16))).knobs
+    big = TrainingConfig.from_dict({**BASE, **knobs})
     assert not cache.fits(big)
     fixes = fewest_changes(cache, big)
     assert fixes
@@ -141,7 +142,7 @@ def test_fewest_changes_fit_and_neutral_changes_come_first():
         assert cache.fits(big.replace(**fix.changes))
         requirement_changes.append(bool(set(fix.changes) & set(requirement_knobs())))
         if {"per_device_train_batch_size", "gradient_accumulation_steps"} <= set(fix.changes):  # global batch kept
-            assert fix.changes["per_device_train_batch_size"] * fix.changes["gradient_accumulation_steps"] == 16
+            assert fix.changes["per_device_train_batch_size"] * fix.changes["gradient_accumulation_steps"] == 32
     assert requirement_changes == sorted(requirement_changes)  # quality-neutral fixes first
 
 

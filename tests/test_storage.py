@@ -113,8 +113,8 @@ def storage_url(request, tmp_path):
 
 
 def test_two_concurrent_workers_share_one_study(storage_url, tmp_path):
-    # the analytic probe (tests/probes_for_tests.py): the storage is tested, not traces; the --workers test
-    # below and the Ctrl-C test run the real trace probe. Each worker's first probe waits for the other worker.
+    # the analytic probe (tests/probes_for_tests.py): the storage is tested, not traces; the Ctrl-C test runs
+    # the real trace probe. Each worker's first probe waits for the other worker.
     workers = [start_cli(*SEARCH, "--trials", 12, "--storage", storage_url, "--out", tmp_path / f"out{i}",
                          "--seed", i, "--probe", "probes_for_tests:RendezvousAnalyticProbe",
                          AUTOFIT_TEST_MARKER=str(tmp_path / "workers"), AUTOFIT_TEST_WORKERS="2") for i in range(2)]
@@ -135,7 +135,12 @@ def test_workers_option_runs_processes_in_parallel(tmp_path):
     # 2GB: at SEARCH's 1.2GB only a handful of configurations meet the default requirements (seq_len 2048, rank 16,
     # bf16), and whether two workers' 10 trials include one depends on timing; here best-config.yaml must exist
     roomy = [("2GB" if arg == "1.2GB" else arg) for arg in SEARCH]
-    code, out, err = finish(start_cli(*roomy, "--trials", 10, "--workers", 2, "--storage", url, "--out", tmp_path / "o"))
+    # the analytic probe: --workers' processes are what is tested here, and the Ctrl-C test runs the real trace
+    # probe in a real process (three processes tracing cost ~25 s of the fast lane). Each worker's first probe
+    # waits for the other, or the first worker could take every trial.
+    code, out, err = finish(start_cli(*roomy, "--trials", 10, "--workers", 2, "--storage", url, "--out", tmp_path / "o",
+                                      "--probe", "probes_for_tests:RendezvousAnalyticProbe",
+                                      AUTOFIT_TEST_MARKER=str(tmp_path / "workers"), AUTOFIT_TEST_WORKERS="2"))
     assert code == 0, err
     done = evaluated(load(url))
     assert len(done) == 10
