@@ -306,8 +306,13 @@ def _cli(*args, **env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _load(url, name="glm-tiny-2GB"):
+def _load(url, name="glm-tiny-2GB", writable=False):
+    """The study as the search wrote it. A SQLite database is opened read-only unless `writable`: tests poll it
+    while the search starts, and a reader that opened it read-write would create the schema itself, racing the
+    search's own creation (seen under pytest-xdist load: the search failed and removed its new folder)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("sqlite:///") and not writable:
+        url = f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true"
     return optuna.load_study(study_name=name, storage=url)
 
 
@@ -342,7 +347,7 @@ def test_trial_orphaned_inside_a_claim_is_marked_lost_and_the_rerun_finishes(tmp
     url = f"sqlite:///{out}/study.db"
     first = _cli("search", *TINY, "--trials", "2", "--out", out)
     assert first.wait(timeout=300) == 0, first.stderr.read()
-    orphan = _load(url).ask()  # what a kill -9 inside the claim leaves behind
+    orphan = _load(url, writable=True).ask()  # what a kill -9 inside the claim leaves behind (no search running)
     rerun = _cli("search", *TINY, "--trials", "3", "--out", out)
     try:
         code = rerun.wait(timeout=300)
@@ -396,10 +401,16 @@ def test_workers_die_with_their_killed_parent(tmp_path):
                 "probes_for_tests:SlowTraceProbe", AUTOFIT_TEST_PROBE_SLEEP="30")
     if not _wait_for(lambda: sum(t.state == optuna.trial.TrialState.RUNNING and TrialAttr.WORKER in t.user_attrs
                                  for t in _load(url).trials) >= 2, 240):
-        os.killpg(proc.pid, signal.SIGKILL)
+        exited = proc.poll()
+        if exited is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=30)
-        states = [(t.number, t.state.name, t.user_attrs.get(TrialAttr.WORKER)) for t in _load(url).trials]
-        pytest.fail(f"two workers never ran a trial at once; trials {states}; stderr: {err[-3000:]}")
+        try:
+            states = [(t.number, t.state.name, t.user_attrs.get(TrialAttr.WORKER)) for t in _load(url).trials]
+        except Exception as exc:  # noqa: BLE001 - no study at all is part of the answer
+            states = repr(exc)
+        pytest.fail(f"two workers never ran a trial at once; search exit {exited}; trials {states}; "
+                    f"stderr: {err[-3000:]}")
     workers = {int(t.user_attrs[TrialAttr.WORKER].rpartition(":")[2]) for t in _load(url).trials
                if t.state == optuna.trial.TrialState.RUNNING}
     assert proc.pid not in workers and all(_alive(pid) for pid in workers)
