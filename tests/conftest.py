@@ -83,6 +83,14 @@ def pytest_configure(config):
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(MEMORY_TEMP_ROOT)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one pytest-xdist worker per core this process may run on, at most 4. Each
+    worker holds its own torch, transformers and session search (1-2 GB), and many workers would only share
+    the same memory bandwidth."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
 @pytest.fixture
 def cli():
     return run_cli
