@@ -181,8 +181,8 @@ class TrainingConfig:
         return cls(**{name: specs[name].parse(values[name]) for name in specs})
 
     def to_dict(self) -> dict[str, Any]:
-        # every value is a scalar: a shallow copy is what dataclasses.asdict gives, ~20x faster (it deep-copies),
-        # which matters when a space's ~100,000 configurations are checked against the rules
+        # every value is a scalar, so a shallow copy equals dataclasses.asdict, which deep-copies each value and
+        # was most of the time of checking a space's ~100,000 configurations against the rules
         return {name: getattr(self, name) for name in _CONFIG_FIELDS}
 
     def key(self) -> str:
