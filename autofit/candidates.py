@@ -159,7 +159,7 @@ def drop_unsupported_attention(space: SearchSpace, pins: dict, model) -> tuple[S
     """`space` without the attention implementations the model's transformers class cannot run (Gemma-2 has no
     SDPA path, for one), and a line saying what was left out (None when nothing was). A pinned unsupported
     value, or a space with no supported value left, is an AutofitError."""
-    from .models import attention_support, causal_lm_class
+    from .models import attention_support, causal_lm_class_name
 
     values, default = space.values[ATTENTION_KNOB], space.defaults[ATTENTION_KNOB]
     support = attention_support(model, (*values, default))
@@ -167,7 +167,7 @@ def drop_unsupported_attention(space: SearchSpace, pins: dict, model) -> tuple[S
     if len(supported) == len(values) and support[default]:
         return space, None
     unsupported = [v for v in values if not support[v]]
-    where = f"{causal_lm_class(model).__name__} ({model.model_type})"
+    where = f"{causal_lm_class_name(model)} ({model.model_type})"
     if ATTENTION_KNOB in pins:
         raise AutofitError(f"{ATTENTION_KNOB}={pins[ATTENTION_KNOB]} is not supported by {where}; "
                            f"use --set {ATTENTION_KNOB}=eager")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,15 +55,40 @@ print(json.dumps({"name": torch.cuda.get_device_name(0), "total_bytes": total,
 """
 
 
+# what a Linux machine has when an NVIDIA (or ROCm) driver is loaded; without any of them torch sees no GPU
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+
+def _no_gpu_driver() -> bool:
+    """True on Linux when no GPU driver is loaded, so torch cannot see a GPU: then the answer needs no torch
+    import (seconds on a small machine). Elsewhere only torch can tell."""
+    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in _GPU_DRIVER_PATHS)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (asks the driver; creates no context)."""
+    if _no_gpu_driver():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    if _no_gpu_driver():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
 @cache
 def cuda_device_info() -> dict | None:
     """Name, total memory and CUDA runtime reserve (device memory in use outside PyTorch's allocator once a
     context, cuBLAS and a kernel have run) of CUDA GPU 0, or None without a CUDA GPU. Read in a short child
     process so that this one never holds a CUDA context: a search's own context would otherwise come out of
     every probe's memory on the card."""
-    import torch
-
-    if not torch.cuda.is_available():  # asks the driver; creates no context
+    if not cuda_available():
         return None
     try:
         proc = subprocess.run([sys.executable, "-c", _READ_DEVICE], capture_output=True, text=True, timeout=300)
@@ -77,10 +103,10 @@ def cuda_device_info() -> dict | None:
 def cuda_device_name() -> str | None:
     """The name of CUDA GPU 0, or None without one: from NVML where it is installed (no CUDA context, works on
     a full or exclusive-mode card), else from torch."""
+    if not cuda_available():
+        return None
     import torch
 
-    if not torch.cuda.is_available():
-        return None
     try:
         import pynvml
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from . import cache as disk_cache
 from .errors import AutofitError
 
 _PRESETS = resources.files("autofit").joinpath("data/models")
@@ -66,13 +67,18 @@ class ModelSpec:
 
 @cache
 def _count(name: str, config_json: str) -> int:
+    stored = disk_cache.get("params", config_json)
+    if isinstance(stored, int):
+        return stored
     import torch
     import transformers
 
     spec = ModelSpec(name=name, config=json.loads(config_json), hf_ref=name)
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(spec.hf_config())
-    return sum(p.numel() for p in model.parameters())
+    count = sum(p.numel() for p in model.parameters())
+    disk_cache.put("params", config_json, count)
+    return count
 
 
 def count_parameters(spec: ModelSpec) -> int:
@@ -94,11 +100,43 @@ def causal_lm_class(spec: ModelSpec):
     return transformers.AutoModelForCausalLM._model_mapping[type(config)]
 
 
+@cache
+def _attention_facts(config_json: str) -> dict[str, Any]:
+    """{"class": the causal-LM class's name, "support": {attention implementation: whether the class runs it}};
+    kept on disk, since finding the class imports the model's transformers package (seconds)."""
+    stored = disk_cache.get("attention", config_json)
+    if isinstance(stored, dict) and set(stored.get("support", {})) == set(_ATTENTION_FLAGS):
+        return stored
+    cls = causal_lm_class(ModelSpec(name="", config=json.loads(config_json), hf_ref=""))
+    facts = {"class": cls.__name__,
+             "support": {v: v == "eager" or (flag is not None and bool(getattr(cls, flag, False)))
+                         for v, flag in _ATTENTION_FLAGS.items()}}
+    disk_cache.put("attention", config_json, facts)
+    return facts
+
+
+@cache
+def known_model_types() -> frozenset[str]:
+    """The model_type values this transformers has a config class for (kept on disk: the lookup imports
+    transformers, seconds)."""
+    stored = disk_cache.get("model-types", "CONFIG_MAPPING")
+    if isinstance(stored, list) and stored:
+        return frozenset(stored)
+    from transformers import CONFIG_MAPPING
+
+    types = sorted(CONFIG_MAPPING.keys())
+    disk_cache.put("model-types", "CONFIG_MAPPING", types)
+    return frozenset(types)
+
+
+def causal_lm_class_name(spec: ModelSpec) -> str:
+    return _attention_facts(json.dumps(spec.config, sort_keys=True))["class"]
+
+
 def attention_support(spec: ModelSpec, values) -> dict[str, bool]:
     """For each attention implementation in `values`, whether the model's class can run it (eager always)."""
-    cls = causal_lm_class(spec)
-    flags = {v: _ATTENTION_FLAGS.get(v) for v in values}
-    return {v: v == "eager" or (flag is not None and bool(getattr(cls, flag, False))) for v, flag in flags.items()}
+    support = _attention_facts(json.dumps(spec.config, sort_keys=True))["support"]
+    return {v: v == "eager" or bool(support.get(v, False)) for v in values}
 
 
 def preset_names() -> list[str]:

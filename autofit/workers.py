@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import optuna
 
+from .gpus import cuda_device_count
 from .lifecycle import die_with_parent, sigterm_raises
 from .search import SearchPlan, evaluated_count, open_study, run_search
 from .trials import outcome_of
@@ -33,11 +34,9 @@ def run_workers(plan: SearchPlan, study: optuna.Study, workers: int,
                 on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> str:
     """Run `workers` processes on the study (one GPU each when there are enough), report each finished
     trial to `on_trial`, and return why the search stopped."""
-    import torch
-
     context = multiprocessing.get_context("spawn")
     processes = []
-    gpus_visible = torch.cuda.device_count()
+    gpus_visible = cuda_device_count()
     for index in range(workers):
         saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus_visible >= workers:

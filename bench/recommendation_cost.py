@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from autofit.concessions import find_concessions
+from autofit import cache as disk_cache
 from autofit.budget import make_budget
 from autofit.commands.check import check
 from autofit.concessions import TraceCache
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    os.environ[disk_cache.SWITCH_ENV] = "off"  # what is timed is tracing: never read a trace from disk
     model = resolve_model(args.model)
     budget = make_budget("24GB")
     context = ProbeContext(usable_budget_bytes=budget.usable_bytes, gpu=get_gpu("rtx4090"))

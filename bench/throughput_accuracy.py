@@ -31,9 +31,10 @@ import pandas as pd
 from autofit.gpus import get_gpu
 from autofit.knobs import traced_config
 from autofit.models import resolve_model
-from autofit.probes._memtrack import PhaseRecord
+from autofit.probes._records import PhaseRecord
 from autofit.probes._perf import OpKey
-from autofit.probes._trace import StepTrace, estimate_step_time, trace_step
+from autofit.probes._records import StepTrace
+from autofit.probes._trace import estimate_step_time, trace_step
 from autofit.runtime import runtime_constants
 from autofit.space import SearchSpace
 

@@ -15,6 +15,7 @@ import platform
 import statistics
 import time
 
+from autofit import cache as disk_cache
 from autofit.budget import make_budget
 from autofit.gpus import get_gpu
 from autofit.models import resolve_model
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    os.environ[disk_cache.SWITCH_ENV] = "off"  # what is timed is tracing: never read a trace from disk
     model = resolve_model(args.model)
     context = ProbeContext(usable_budget_bytes=make_budget("24GB").usable_bytes, gpu=get_gpu("rtx4090"))
     default = SearchSpace.load().default_config()

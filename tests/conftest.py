@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -76,11 +77,28 @@ def run_cli(*args, cwd=None, timeout=None):
 MEMORY_TEMP_ROOT = Path("/dev/shm")
 
 
+# The on-disk cache of traces (autofit/cache.py) for this run: a fresh folder that every test, every xdist worker
+# (they inherit the environment) and every CLI subprocess shares, so a trace one test computed is read by the
+# next, as a user's second command reads it. Never the user's own ~/.cache/autofit; removed at the end.
+_RUN_CACHE: list[str] = []
+
+
 def pytest_configure(config):
     if config.option.basetemp is None and "PYTEST_DEBUG_TEMPROOT" not in os.environ \
             and MEMORY_TEMP_ROOT.is_dir() and os.access(MEMORY_TEMP_ROOT, os.W_OK | os.X_OK) \
             and shutil.disk_usage(MEMORY_TEMP_ROOT).free > 2 * 2**30:
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(MEMORY_TEMP_ROOT)
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller (or a run without xdist) makes it
+        from autofit import cache
+
+        folder = tempfile.mkdtemp(prefix="autofit-test-cache-", dir=os.environ.get("PYTEST_DEBUG_TEMPROOT"))
+        _RUN_CACHE.append(folder)
+        os.environ[cache.DIR_ENV] = folder
+
+
+def pytest_unconfigure(config):
+    while _RUN_CACHE:
+        shutil.rmtree(_RUN_CACHE.pop(), ignore_errors=True)
 
 
 def pytest_xdist_auto_num_workers(config):

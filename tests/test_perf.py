@@ -291,8 +291,9 @@ def test_host_overhead_bench_counts_bitsandbytes_ops_apart(tmp_path):
 
 def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
     from autofit.knobs import TrainingConfig
-    from autofit.probes._memtrack import PhaseRecord
-    from autofit.probes._trace import StepTrace, zero3_hook_host_s
+    from autofit.probes._records import PhaseRecord
+    from autofit.probes._records import StepTrace
+    from autofit.probes._trace import zero3_hook_host_s
 
     linear = OpKey("gemm", False, m=256, n=4096, k=4096)
     recomputed = OpKey("gemm", True, m=256, n=4096, k=4096)

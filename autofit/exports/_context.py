@@ -56,9 +56,9 @@ def needs_remote_code(model_config: dict | None) -> bool:
         return False
     if model_config.get("auto_map"):
         return True
-    from transformers import CONFIG_MAPPING
+    from ..models import known_model_types
 
-    return model_config.get("model_type") not in CONFIG_MAPPING
+    return model_config.get("model_type") not in known_model_types()
 
 
 

@@ -24,11 +24,10 @@ def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | 
     probed trial keeps the trace's prediction. `cpu_threads`: torch threads per CPU probe (default: every core;
     with several workers each gets its share, as oversubscribed threads make CPU timings meaningless)."""
     from ..errors import AutofitError
+    from ..gpus import cuda_available
 
     if kind == "auto":
-        import torch
-
-        kind = "cuda" if torch.cuda.is_available() else "trace"
+        kind = "cuda" if cuda_available() else "trace"
     if kind == "trace":
         return TraceProbe()
     if ":" in kind:  # package.module:Class - a Probe of one's own
@@ -44,9 +43,7 @@ def get_probe(kind: str, timeout_s: float | None = None, screen_margin: float | 
         return cls()
     if kind in ("cuda", "cpu"):
         if kind == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
+            if not cuda_available():
                 raise AutofitError("--probe cuda: no CUDA GPU is visible; use --probe trace or --probe cpu")
         real = CudaProbe(timeout_s=timeout_s) if kind == "cuda" else CpuProbe(timeout_s=timeout_s, threads=cpu_threads)
         return ScreenedProbe(real, screen_margin)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass, field
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -22,20 +20,12 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 
 from ..memory_categories import CATEGORIES
 from ._perf import OpKey
+from ._records import PhaseRecord
 
 _aten = torch.ops.aten
 # Ops that allocate without touching memory, or only reinterpret it: no bytes moved, no kernel launched.
 _FREE_OPS = {_aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
              _aten.detach.default, _aten.alias.default, _aten.lift_fresh.default, _aten._unsafe_view.default}
-
-
-@dataclass
-class PhaseRecord:
-    peak_bytes: float = 0  # whole bytes when tracked; extrapolated records (_trace._extrapolate) may be fractional
-    breakdown: dict[str, float] = field(default_factory=dict)
-    flops: float = 0.0
-    bytes_moved: float = 0.0
-    ops: dict[OpKey, float] = field(default_factory=dict)  # op -> how many times it ran in the phase
 
 
 _GEMMS = {_aten.mm, _aten.addmm, _aten.bmm, _aten.baddbmm}

@@ -31,10 +31,11 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import cache as disk_cache
 from ..gpus import GpuSpec
 from ..knobs import TrainingConfig, traced_config
 from ..memory_categories import CATEGORIES
@@ -43,25 +44,14 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ..trials import DetailKey, Outcome
 from ._base import Probe, ProbeContext, ProbeResult
-from ._memtrack import PhaseRecord, StepTracker
 from ._perf import TIME_PARTS, PerfModel, add_parts
+from ._records import PhaseRecord, StepTrace
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
                         restore_parameter_sharing)
 from ._zero import ModelSizes, apply_zero, zero_step_time_parts
 
-
-@dataclass
-class StepTrace:
-    """A traced training step at one depth (or extrapolated to the model's depth)."""
-
-    depth: int
-    phases: dict[str, PhaseRecord]
-    trainable_params: float
-    total_params: float
-    weight_bytes: float  # all weights as stored, after quantization
-    micro_steps_traced: int
-    wall_s: float = 0.0
-    depths_traced: tuple[int, ...] = field(default_factory=tuple)
+if TYPE_CHECKING:
+    from ._memtrack import StepTracker
 
 
 def _layer_period(config: dict) -> int:
@@ -217,6 +207,8 @@ def trace_at_depth(model: ModelSpec, config: TrainingConfig, depth: int, round_b
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from ._memtrack import StepTracker  # imports torch: only a trace needs it, not a trace read from the cache
+
     started = time.perf_counter()
     with _quiet():
         net = _build_model(model, config, depth)
@@ -302,6 +294,20 @@ def _extrapolate(a: StepTrace, b: StepTrace, depth: int) -> StepTrace:
 
 @lru_cache(maxsize=512)
 def _trace_cached(model_json: str, name: str, config: TrainingConfig, round_bytes: int) -> StepTrace:
+    """The trace, from this process's memory, else from the on-disk cache (autofit/cache.py), else traced."""
+    key = {"model": model_json, "name": name, "config": config.to_dict(), "round_bytes": round_bytes}
+    stored = disk_cache.get("trace", key)
+    if stored is not None:
+        try:
+            return StepTrace.from_json(stored)
+        except (KeyError, TypeError, ValueError):  # an entry of another layout: trace again
+            pass
+    trace = _trace_uncached(model_json, name, config, round_bytes)
+    disk_cache.put("trace", key, trace.to_json())
+    return trace
+
+
+def _trace_uncached(model_json: str, name: str, config: TrainingConfig, round_bytes: int) -> StepTrace:
     model = ModelSpec(name=name, config=json.loads(model_json), hf_ref=name)
     depth = model.num_layers
     period = _layer_period(model.config)
