@@ -211,11 +211,14 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "bnb_op_overhead_us is that times the ratio `bench/throughput/host_overhead.py` measures (real "
               "LoRA and QLoRA steps of a tiny model), dequant_bandwidth_efficiency is judged from a published "
               "bitsandbytes QLoRA profile (sources in runtime.yaml), so they are the same in every fold.",
-              "- DeepSpeed ZeRO-3's per-module hooks (zero3_module_hook_us, host time, still fitted) are pinned "
-              "only by Qwen's full-parameter rows at 256-2048 tokens (the xtuner rows are GPU-bound at 8k): held "
-              "out, the refit leaves it unconstrained (table above). FSDP (Answer.AI), also priced as ZeRO-3, "
-              "hooks whole wrapped decoder layers rather than each linear, which the zero_stage knob cannot say; "
-              "its rows are GPU-bound, so the constant does not move them.",
+              "- DeepSpeed ZeRO-3's per-module hooks (zero3_module_hook_us, host time, still fitted). The hooks "
+              "launch the parameter all-gathers, so the host's time overlaps the collectives issued during the "
+              "micro-steps as well as the kernels (`_zero.zero_transfer_seconds`); it used to be added after them, "
+              "which left Qwen's 72B LoRA rows on 4 GPUs 43% and 33% too slow at 256 and 512 tokens and let the "
+              "refit with Qwen held out drift to 17 us (leave-one-source-out Spearman 0.94). Now the refit moves "
+              "little with any source held out (table above). FSDP (Answer.AI), also priced as ZeRO-3, hooks whole "
+              "wrapped decoder layers rather than each linear, which the zero_stage knob cannot say; its rows are "
+              "GPU-bound, so the constant does not move them.",
               "- Qwen's Q-LoRA rows ran GPTQ Int4 checkpoints (auto-gptq kernels); they are priced as bitsandbytes "
               "nf4, whose dequantization rate is now judged from bitsandbytes' own profile rather than fitted to "
               "them. At 256-1024 tokens, where dequantization dominates, they are estimated 31-67% too fast: "
@@ -233,7 +236,8 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "19-29% too slow with no elementwise time at all (full fine-tuning: +21% on the 4090, whose paged "
               "8-bit optimizer states do not fit beside the weights, -8% on the A6000). autofit has no knob for "
               "torch.compile.",
-              "- FSDP (Answer.AI, llm-foundry) is modelled as ZeRO-3 without overlap of transfers and compute.",
+              "- FSDP (Answer.AI, llm-foundry) is modelled as ZeRO-3: its collectives are added to the kernels' "
+              "time (no overlap of transfers and compute), only the host's time overlaps them.",
               "- The H100 and H200 price flash attention at FlashAttention-2's published 35% of peak (gpus.yaml "
               "flash_attention_share); a stack running FlashAttention-3 reaches about twice that.",
               "- llm-foundry's rows are MPT pre-training (full parameters), priced as a llama block of the same "

@@ -224,7 +224,7 @@ def test_report_shows_the_time_breakdown_of_the_front(tmp_path):
 
 
 def test_zero3_collectives_and_deepspeed_adam_by_hand():
-    from autofit.probes._zero import ModelSizes, zero_step_time_parts
+    from autofit.probes._zero import ModelSizes, zero_step_time_parts, zero_transfer_seconds
     from autofit.runtime import runtime_constants
 
     constants = runtime_constants()
@@ -238,6 +238,8 @@ def test_zero3_collectives_and_deepspeed_adam_by_hand():
     grads = 2 * 1e8 * 3 / 4 / peer
     gathers = 2 * 3 * 2 * 1e10 * 3 / 4 / peer  # 2 micro-steps x (forward, recompute, backward) x bf16
     assert parts["offload_communication"] == pytest.approx(2 * grads + grads + gathers)
+    # issued during the micro-steps: each one's reduce-scatter and gathers; at the optimizer step: the all-gather
+    assert zero_transfer_seconds(config, sizes, gpu, 4, constants) == pytest.approx((2 * grads + gathers, grads))
     assert parts["optimizer"] == pytest.approx(1e8 / 4 * 30 / (2039e9 * constants["bandwidth_efficiency"]))
     single = zero_step_time_parts(config.replace(zero_stage=0), sizes, gpu, 1, constants)
     assert sum(single.values()) == 0
@@ -291,8 +293,7 @@ def test_host_overhead_bench_counts_bitsandbytes_ops_apart(tmp_path):
 
 def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
     from autofit.knobs import TrainingConfig
-    from autofit.probes._records import PhaseRecord
-    from autofit.probes._records import StepTrace
+    from autofit.probes._records import PhaseRecord, StepTrace
     from autofit.probes._trace import zero3_hook_host_s
 
     linear = OpKey("gemm", False, m=256, n=4096, k=4096)
@@ -314,6 +315,9 @@ def test_zero3_module_hooks_are_host_time_per_linear_and_pass():
     gpu = PERF.op_seconds(big)[1]
     assert PERF.price({big: 1.0}, extra_host_s=gpu / 2)["overhead"] == 0.0
     assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5)["overhead"] == pytest.approx(0.5 + 10e-6)
+    # and the collectives issued meanwhile: the host's hooks run while the gathers are in flight
+    assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5, transfer_s=0.3)["overhead"] == pytest.approx(0.2 + 10e-6)
+    assert PERF.price({big: 1.0}, extra_host_s=gpu + 0.5, transfer_s=0.6)["overhead"] == 0.0
 
 
 @pytest.mark.parametrize("device_name, key", [("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A10", "a10"),

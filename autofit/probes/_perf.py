@@ -120,9 +120,11 @@ class PerfModel:
         return "elementwise", self.elementwise_seconds(op.bytes_moved) + launch, 0.0
 
     # -- a phase --------------------------------------------------------------------------------------
-    def price(self, ops: dict[OpKey, float], extra_host_s: float = 0.0) -> dict[str, float]:
+    def price(self, ops: dict[OpKey, float], extra_host_s: float = 0.0, transfer_s: float = 0.0) -> dict[str, float]:
         """Seconds per part (TIME_PARTS) of a phase given as {op: count}; `extra_host_s` is host time that
-        the trace does not see (DeepSpeed ZeRO-3's module hooks), overlapped with the GPU like the rest."""
+        the trace does not see (DeepSpeed ZeRO-3's module hooks), overlapped with the GPU like the rest;
+        `transfer_s`: the phase's collectives and host transfers (priced by the caller, not returned here),
+        during which the host also runs ahead."""
         parts = dict.fromkeys(TIME_PARTS, 0.0)
         host_s = extra_host_s
         for op, count in ops.items():
@@ -137,7 +139,7 @@ class PerfModel:
                 seconds -= dequant
             parts[part] += count * seconds
         gpu = sum(parts.values())
-        parts["overhead"] = max(0.0, host_s - gpu)
+        parts["overhead"] = max(0.0, host_s - gpu - transfer_s)
         return parts
 
 

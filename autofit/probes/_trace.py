@@ -48,7 +48,7 @@ from ._perf import TIME_PARTS, PerfModel, add_parts
 from ._records import PhaseRecord, StepTrace
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
                         restore_parameter_sharing)
-from ._zero import ModelSizes, apply_zero, zero_step_time_parts
+from ._zero import ModelSizes, apply_zero, zero_step_time_parts, zero_transfer_seconds
 
 if TYPE_CHECKING:
     from ._memtrack import StepTracker
@@ -377,16 +377,18 @@ def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int
     return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
-def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel, micro_step_host_s: float = 0.0) -> dict[str, float]:
+def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel, micro_step_host_s: float = 0.0,
+                    micro_step_transfer_s: float = 0.0) -> dict[str, float]:
     """Seconds per optimizer step by part (_perf.TIME_PARTS), without ZeRO: the last traced micro-step
     (forward and backward priced together, since the host runs ahead of the GPU across both) repeated
-    `ga` times, plus the optimizer step. `micro_step_host_s`: host time per micro-step the trace misses."""
+    `ga` times, plus the optimizer step. `micro_step_host_s`: host time per micro-step the trace misses;
+    `micro_step_transfer_s`: DeepSpeed's transfers per micro-step, which the host's time overlaps too."""
     last = trace.micro_steps_traced - 1
     micro_ops = dict(trace.phases[f"s2.m{last}.forward"].ops)
     for op, n in trace.phases[f"s2.m{last}.backward"].ops.items():
         micro_ops[op] = micro_ops.get(op, 0.0) + n
-    return add_parts(perf.price(micro_ops, micro_step_host_s), perf.price(trace.phases["s2.opt"].ops),
-                     scale=(float(ga), 1.0))
+    return add_parts(perf.price(micro_ops, micro_step_host_s, micro_step_transfer_s),
+                     perf.price(trace.phases["s2.opt"].ops), scale=(float(ga), 1.0))
 
 
 def zero3_hook_host_s(trace: StepTrace, config: TrainingConfig, constants: dict) -> float:
@@ -413,11 +415,14 @@ def estimate_step_time(trace: StepTrace, model: ModelSpec, config: TrainingConfi
                        constants: dict) -> dict[str, float]:
     """Seconds per optimizer step by part on `gpu`: the traced step priced by the performance model, plus
     what ZeRO and offload add (_zero.py)."""
-    traced = step_time_parts(trace, config.gradient_accumulation_steps, PerfModel.for_gpu(gpu, constants),
-                             zero3_hook_host_s(trace, config, constants))
+    sizes = model_sizes(trace, model)
+    during_micro_steps, _ = zero_transfer_seconds(config, sizes, gpu, gpus, constants)
+    ga = config.gradient_accumulation_steps
+    traced = step_time_parts(trace, ga, PerfModel.for_gpu(gpu, constants), zero3_hook_host_s(trace, config, constants),
+                             during_micro_steps / ga)
     if config.zero_stage > 0:
         traced["optimizer"] = 0.0  # DeepSpeed runs its own Adam, priced in _zero.py
-    return add_parts(traced, zero_step_time_parts(config, model_sizes(trace, model), gpu, gpus, constants))
+    return add_parts(traced, zero_step_time_parts(config, sizes, gpu, gpus, constants))
 
 
 class TraceProbe(Probe):

@@ -15,9 +15,12 @@ foreach temporaries. Over a data-parallel world of N GPUs:
   offload=all (stage 3): parameters also live on the CPU; the GPU keeps the working set only.
 Activations, logits and backward temporaries are unchanged: ZeRO does not partition them.
 
-Time: collectives move 2 bytes per element over the GPU-to-GPU link (no overlap with compute is
-assumed); offload moves gradients and parameters over the host link and runs Adam on the CPU at
-host-memory speed. All of it is an estimate and is labelled as such.
+Time: collectives move 2 bytes per element over the GPU-to-GPU link, added to the GPU's compute (no overlap
+of collectives with kernels is assumed); offload moves gradients and parameters over the host link and runs
+Adam on the CPU at host-memory speed. The host's own time (kernel launches, ZeRO-3's module hooks) runs
+ahead of the GPU and overlaps both the kernels and the transfers issued during the micro-steps
+(zero_transfer_seconds, PerfModel.price): it shows as overhead only beyond their sum. All of it is an estimate
+and is labelled as such.
 """
 
 from __future__ import annotations
@@ -76,6 +79,42 @@ GPU_ADAM_BYTES = 30
 GRAD_ACCUMULATE_BYTES = 10
 
 
+def zero_transfer_seconds(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
+                          constants: dict) -> tuple[float, float]:
+    """Seconds per optimizer step of DeepSpeed's collectives and host transfers, split into those issued during
+    the micro-steps (ZeRO-3's parameter gathers, ZeRO-2/3's gradient reduce-scatters, offload=all's parameter
+    fetches) and those at the optimizer step (ZeRO-1's reduce-scatter, the updated parameters' all-gather,
+    offloaded gradients and parameters). The first kind run on the GPU's side streams while the host is still
+    launching the micro-step's kernels and hooks, so the host's time overlaps them (PerfModel.price)."""
+    if config.zero_stage == 0:
+        return 0.0, 0.0
+    n = max(1, gpus)
+    ga = config.gradient_accumulation_steps
+    peer = gpu.peer_link_gbs * 1e9 * constants["collective_efficiency"]
+    host = gpu.host_link_gbs * 1e9
+    part = sizes.trainable_params / n
+    # ZeRO-3 fetches parameters for the forward, the backward and, with checkpointing, the recompute
+    gathers = 3 if config.gradient_checkpointing else 2
+    weights = sizes.weight_bytes or BF16_BYTES * sizes.total_params
+    during, at_step = 0.0, 0.0
+    if n > 1:
+        share = (n - 1) / n
+        grad_bytes = BF16_BYTES * sizes.trainable_params * share
+        # ZeRO-2/3 reduce-scatter gradients in every micro-step's backward, ZeRO-1 once per step
+        if config.zero_stage >= 2:
+            during += ga * grad_bytes / peer
+        else:
+            at_step += grad_bytes / peer
+        at_step += grad_bytes / peer  # all-gather the updated parameters
+        if config.zero_stage == 3:
+            during += ga * gathers * weights * share / peer
+    if config.offload != "none":
+        at_step += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
+    if config.offload == "all":
+        during += ga * gathers * weights / n / host  # each rank's parameter share comes in from the host
+    return during, at_step
+
+
 def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec, gpus: int,
                          constants: dict) -> dict[str, float]:
     """Seconds per optimizer step that DeepSpeed spends instead of (optimizer) or on top of (the rest) the traced
@@ -87,30 +126,13 @@ def zero_step_time_parts(config: TrainingConfig, sizes: ModelSizes, gpu: GpuSpec
         return parts
     n = max(1, gpus)
     ga = config.gradient_accumulation_steps
-    peer = gpu.peer_link_gbs * 1e9 * constants["collective_efficiency"]
-    host = gpu.host_link_gbs * 1e9
     device = gpu.bandwidth_gbs * 1e9 * constants["bandwidth_efficiency"]
     part = sizes.trainable_params / n
-    # ZeRO-3 fetches parameters for the forward, the backward and, with checkpointing, the recompute
-    gathers = 3 if config.gradient_checkpointing else 2
-    weights = sizes.weight_bytes or BF16_BYTES * sizes.total_params
-    moved = 0.0
-    if n > 1:
-        share = (n - 1) / n
-        grad_bytes = BF16_BYTES * sizes.trainable_params * share
-        # ZeRO-2/3 reduce-scatter gradients in every micro-step's backward, ZeRO-1 once per step
-        moved += (ga if config.zero_stage >= 2 else 1) * grad_bytes / peer
-        moved += grad_bytes / peer  # all-gather the updated parameters
-        if config.zero_stage == 3:
-            moved += ga * gathers * weights * share / peer
     if config.offload != "none":
-        moved += 2 * BF16_BYTES * part / host  # gradients to the host, updated parameters back
         parts["optimizer"] = part * constants["cpu_adam_bytes_per_param"] / (constants["cpu_adam_bandwidth_gbs"] * 1e9)
     else:
         parts["optimizer"] = part * GPU_ADAM_BYTES / device
         if config.zero_stage <= 2:
             parts["elementwise"] = ga * part * GRAD_ACCUMULATE_BYTES / device
-    if config.offload == "all":
-        moved += ga * gathers * weights / n / host  # each rank's parameter share comes in from the host
-    parts["offload_communication"] = moved
+    parts["offload_communication"] = sum(zero_transfer_seconds(config, sizes, gpu, gpus, constants))
     return parts
