@@ -5,6 +5,7 @@ and the standard streams swapped, and returns what a subprocess would (exit stat
 subprocess would pay 5-10 s of torch/transformers imports on a 2-core machine. A few tests keep real processes
 (`run_cli_subprocess`: the `autofit` entry point, `python -m autofit`, signals and kills)."""
 
+import importlib.util
 import io
 import os
 import shutil
@@ -22,6 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY_ARGS = ["--model", "glm-tiny", "--gpu-mem", "1.2GB"]
 TINY_SEARCH_ARGS = [*TINY_ARGS, "--trials", "14", "--seed", "1"]
+
+
+def load_script(relative_path: str):
+    """A bench/ or tools/ script loaded as a module (they are scripts, not a package), registered in sys.modules
+    under its file name, as dataclasses need while the module runs."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli_subprocess(*args, cwd=None, timeout=600):

@@ -1,9 +1,7 @@
 """Exact memory across architectures: the trace against a real CPU step measured by torch.profiler (no autofit code
 in the measurement), tied weights kept tied, and attention implementations a model class cannot run."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
@@ -11,12 +9,9 @@ from autofit.errors import AutofitError
 from autofit.models import ModelSpec, attention_support, count_parameters
 from autofit.space import SearchSpace
 
-from conftest import ROOT
+from conftest import load_script
 
-_spec = importlib.util.spec_from_file_location("validate_cpu_matrix", ROOT / "bench" / "validate_cpu_matrix.py")
-matrix = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = matrix  # dataclasses look their module up while the module runs
-_spec.loader.exec_module(matrix)
+matrix = load_script("bench/validate_cpu_matrix.py")
 ARCH = {a.label: a for a in matrix.ARCHITECTURES}
 
 # one row per architecture family: (architecture, method, gradient checkpointing)

@@ -13,6 +13,8 @@ from autofit.space import SearchSpace
 from autofit.units import GIB
 from autofit.trials import DetailKey, TrialAttr
 
+from conftest import load_script
+
 PEAK, BW = 100e12, 1e12  # a made-up card: 100 TFLOP/s, 1 TB/s
 PERF = PerfModel(peak_flops=PEAK, bandwidth=BW, gemm_max_efficiency=0.8, gemm_half_dim=64,
                  attention_forward_efficiency=0.5, attention_backward_efficiency=0.4, bandwidth_efficiency=0.8,
@@ -268,17 +270,11 @@ def test_host_overhead_bench_counts_bitsandbytes_ops_apart(tmp_path):
     """bench/throughput/host_overhead.py divides measured step time by the trace's op counts: an nf4 QLoRA step
     has one 4-bit matmul per adapted linear per forward and recompute, and its non-bitsandbytes ops are fewer
     than the bf16 step's (the bf16 GEMMs are gone). Timing itself is the benchmark's, never asserted here."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from autofit.probes import trace_step
 
-    path = Path(__file__).resolve().parent.parent / "bench" / "throughput" / "host_overhead.py"
-    spec = importlib.util.spec_from_file_location("host_overhead", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/throughput/host_overhead.py")
     (tmp_path / "config.json").write_text(json.dumps(bench.TINY))
     model = resolve_model(str(tmp_path))
     base = SearchSpace.load().default_config().replace(per_device_train_batch_size=1, gradient_accumulation_steps=1,

@@ -1,9 +1,7 @@
 """The HTML report, from real searches (autofit's sampler and the trace probe on the glm-tiny preset), checked as
 HTML and opened from file:// in headless Chromium (Debian's `chromium`; the browser tests skip without it)."""
 
-import importlib.util
 import re
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,13 +19,12 @@ from autofit.space import SearchSpace
 from autofit.units import GIB
 from autofit.trials import Outcome
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = resolve_model("glm-tiny")
 
-_spec = importlib.util.spec_from_file_location("screenshot_report", ROOT / "tools" / "screenshot_report.py")
-shot = importlib.util.module_from_spec(_spec)
-sys.modules["screenshot_report"] = shot
-_spec.loader.exec_module(shot)
+shot = load_script("tools/screenshot_report.py")
 
 _skip_without_chromium = pytest.mark.skipif(
     shot.find_chromium() is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from ..gpus import GpuSpec
 
+# op kinds that run through bitsandbytes' Python layers (their host time is bnb_op_overhead_us, not cpu_op_overhead_us)
+BNB_KINDS = ("gemm_4bit", "dequant")
 TIME_PARTS = ("matmul", "dequantization", "attention", "elementwise", "optimizer", "recompute",
               "offload_communication", "overhead")
 
@@ -129,7 +131,7 @@ class PerfModel:
         host_s = extra_host_s
         for op, count in ops.items():
             part, seconds, dequant = self.op_seconds(op)
-            quantized = op.kind in ("gemm_4bit", "dequant")
+            quantized = op.kind in BNB_KINDS
             host_s += count * (self.bnb_op_overhead_us if quantized else self.cpu_op_overhead_us) * 1e-6
             if op.recompute:
                 parts["recompute"] += count * seconds

@@ -44,7 +44,7 @@ from ..runtime import runtime_constants
 from ..units import GIB
 from ..trials import DetailKey, Outcome
 from ._base import Probe, ProbeContext, ProbeResult
-from ._perf import TIME_PARTS, PerfModel, add_parts
+from ._perf import TIME_PARTS, OpKey, PerfModel, add_parts
 from ._records import PhaseRecord, StepTrace
 from ._training import (add_lora, cuda_autocast_view, make_optimizer, meta_model, parameter_sharing,
                         restore_parameter_sharing)
@@ -377,17 +377,22 @@ def traced_peak_bytes(model: ModelSpec, config: TrainingConfig, round_bytes: int
     return max(sum(r.breakdown.values()) for name, r in trace.phases.items() if name != "init"), trace
 
 
+def micro_step_ops(trace: StepTrace) -> dict[OpKey, float]:
+    """The ops of the last traced micro-step, forward and backward together ({op: count})."""
+    last = trace.micro_steps_traced - 1
+    ops = dict(trace.phases[f"s2.m{last}.forward"].ops)
+    for op, n in trace.phases[f"s2.m{last}.backward"].ops.items():
+        ops[op] = ops.get(op, 0.0) + n
+    return ops
+
+
 def step_time_parts(trace: StepTrace, ga: int, perf: PerfModel, micro_step_host_s: float = 0.0,
                     micro_step_transfer_s: float = 0.0) -> dict[str, float]:
     """Seconds per optimizer step by part (_perf.TIME_PARTS), without ZeRO: the last traced micro-step
     (forward and backward priced together, since the host runs ahead of the GPU across both) repeated
     `ga` times, plus the optimizer step. `micro_step_host_s`: host time per micro-step the trace misses;
     `micro_step_transfer_s`: DeepSpeed's transfers per micro-step, which the host's time overlaps too."""
-    last = trace.micro_steps_traced - 1
-    micro_ops = dict(trace.phases[f"s2.m{last}.forward"].ops)
-    for op, n in trace.phases[f"s2.m{last}.backward"].ops.items():
-        micro_ops[op] = micro_ops.get(op, 0.0) + n
-    return add_parts(perf.price(micro_ops, micro_step_host_s, micro_step_transfer_s),
+    return add_parts(perf.price(micro_step_ops(trace), micro_step_host_s, micro_step_transfer_s),
                      perf.price(trace.phases["s2.opt"].ops), scale=(float(ga), 1.0))
 
 

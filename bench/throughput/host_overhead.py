@@ -37,26 +37,21 @@ import torch
 
 from autofit.models import resolve_model
 from autofit.probes import trace_step
+from autofit.probes._perf import BNB_KINDS
+from autofit.probes._trace import micro_step_ops
 from autofit.probes._training import build_model, run_steps
 from autofit.space import SearchSpace
 
 TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 256,
         "max_position_embeddings": 512, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
-BNB_KINDS = ("gemm_4bit", "dequant")
 
 
 def op_counts(trace) -> tuple[float, float]:
-    """(non-bitsandbytes ops, bitsandbytes ops) of one optimizer step of a traced configuration."""
-    last = trace.micro_steps_traced - 1
-    regular = quantized = 0.0
-    for name in ("forward", "backward"):
-        for op, n in trace.phases[f"s2.m{last}.{name}"].ops.items():
-            if op.kind in BNB_KINDS:
-                quantized += n
-            else:
-                regular += n
-    regular += sum(trace.phases["s2.opt"].ops.values())
+    """(non-bitsandbytes ops, bitsandbytes ops) of one optimizer step of a traced configuration (no accumulation)."""
+    micro = micro_step_ops(trace)
+    quantized = sum(n for op, n in micro.items() if op.kind in BNB_KINDS)
+    regular = sum(micro.values()) - quantized + sum(trace.phases["s2.opt"].ops.values())
     return regular, quantized
 
 
