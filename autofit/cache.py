@@ -13,6 +13,8 @@ search then reads them instead of importing torch, transformers and peft to comp
   full disk leaves no partial entry. An entry that cannot be read or parsed is a miss; a cache that cannot be
   written is skipped silently: it only saves time, it never changes a result.
 - Size: past MAX_ENTRIES files the oldest (by modification time) are removed.
+- Bad input changes nothing: a command that ends in exit status 2 removes the entries it added
+  (`forget_this_run`, called by autofit.cli), and the folder if it made it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ _FORMAT = 1  # bump when the layout of an entry changes
 # the libraries whose versions decide a traced step, a parameter count and a model class's attention flags
 _LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 _SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+
+
+# what this process added (entries, and the folder when it made it), so that a bad-input exit can take them back
+_ADDED: list[Path] = []
 
 
 def enabled() -> bool:
@@ -89,7 +95,10 @@ def put(namespace: str, key: Any, value: Any) -> None:
         return
     path = _entry(namespace, key)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, mode=0o700)
+            _ADDED.append(path.parent)
+        new = not path.exists()
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp-", suffix=".json",
                                          delete=False) as handle:
             temporary = Path(handle.name)
@@ -100,9 +109,30 @@ def put(namespace: str, key: Any, value: Any) -> None:
                 temporary.unlink(missing_ok=True)
                 raise
         os.replace(temporary, path)
+        if new:
+            _ADDED.append(path)
         _prune(path.parent)
     except (OSError, TypeError, ValueError):
         return
+
+
+def begin_run() -> None:
+    """Start counting what this command adds (autofit.cli runs one command per call of main)."""
+    _ADDED.clear()
+
+
+def forget_this_run() -> None:
+    """Remove what this command added to the cache (newest first, the folder last if it made it and it is
+    empty): a command that ends in bad input leaves nothing behind."""
+    while _ADDED:
+        path = _ADDED.pop()
+        try:
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:  # another process's entries are in the folder now, or it is gone: leave it
+            pass
 
 
 def _prune(directory: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
+from . import cache
 from .errors import AutofitError
 from .validation import one_line
 
@@ -153,18 +155,25 @@ def export(
     export_command(out, fmt, storage, study_name)
 
 
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and the exit status; a bad-input exit (2) also takes back what this run added to the
+    on-disk cache, so bad input changes nothing on disk."""
+    print(f"autofit: error: {message}", file=sys.stderr)
+    if code == 2:
+        cache.forget_this_run()
+    sys.exit(code)
+
+
 def main() -> None:
+    cache.begin_run()
     try:
         app(standalone_mode=True)
     except AutofitError as exc:
-        print(f"autofit: error: {one_line(str(exc))}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(one_line(str(exc)), exc.exit_code)
     except (OSError, MemoryError) as exc:  # a full disk, a read-only or vanished folder mid-run
-        print(f"autofit: error: {one_line(str(exc) or type(exc).__name__)}", file=sys.stderr)
-        sys.exit(2)
+        _fail(one_line(str(exc) or type(exc).__name__))
     except Exception as exc:
         if type(exc).__module__.startswith("sqlalchemy"):  # the storage failed mid-run (disk full, server gone)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"autofit: error: storage: {one_line(first)}", file=sys.stderr)
-            sys.exit(2)
+            _fail(f"storage: {one_line(first)}")
         raise

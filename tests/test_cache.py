@@ -13,6 +13,8 @@ from autofit.probes import _trace
 from autofit.probes._records import StepTrace
 from autofit.space import SearchSpace
 
+from conftest import run_cli
+
 TINY = resolve_model("glm-tiny")
 
 
@@ -123,3 +125,19 @@ def test_model_facts_come_back_from_disk(own_cache, monkeypatch):
     monkeypatch.setattr(models, "causal_lm_class", lambda spec: pytest.fail("class looked up again"))
     monkeypatch.setattr(models.ModelSpec, "hf_config", lambda self, **kw: pytest.fail("model built again"))
     assert (count_parameters(spec), attention_support(spec, ("sdpa", "eager")), causal_lm_class_name(spec)) == expected
+
+
+def test_bad_input_takes_back_what_it_added(own_cache):
+    """The attention check writes a cache entry before the rules reject the pinned combination: the exit-2 error
+    removes it, and the folder the command made, so bad input changes nothing on disk."""
+    bad = ["estimate", "--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "zero_stage=0", "--set", "offload=all"]
+    proc = run_cli(*bad)
+    assert proc.returncode == 2 and "offload" in proc.stderr
+    assert not own_cache.exists()
+    good = run_cli("estimate", "--model", "glm-tiny", "--gpu-mem", "2GB", "--set", "seq_len=128", "--json")
+    assert good.returncode == 0, good.stderr
+    before = {p.name: p.read_bytes() for p in own_cache.iterdir()}
+    assert any(name.startswith("trace-") for name in before)
+    models._attention_facts.cache_clear()
+    assert run_cli(*bad, "--set", "lora_rank=8").returncode == 2
+    assert {p.name: p.read_bytes() for p in own_cache.iterdir()} == before  # what good runs stored stays
