@@ -34,7 +34,7 @@ from autofit.models import resolve_model
 from autofit.probes._records import PhaseRecord
 from autofit.probes._perf import OpKey
 from autofit.probes._records import StepTrace
-from autofit.probes._trace import estimate_step_time, trace_step
+from autofit.probes._trace import estimate_step_time, micro_step_ops, trace_step
 from autofit.runtime import runtime_constants
 from autofit.space import SearchSpace
 
@@ -110,6 +110,24 @@ def estimate(row: dict, constants: dict) -> tuple[float, dict[str, float]]:
     return tokens * int(row["gpus"]) / sum(parts.values()), parts
 
 
+# What implied_utilisation counts: the traced step's matrix-multiply and attention FLOPs.
+_TENSOR_CORE_KINDS = ("gemm", "gemm_4bit", "attn_fwd", "attn_bwd")
+# Above this share of the dense bf16 peak in GEMMs and attention alone, a published eager-mode step is doubtful.
+IMPLAUSIBLE_UTILISATION = 0.75
+
+
+def implied_utilisation(row: dict) -> float:
+    """A check on the published row, not on autofit: the share of the cards' dense bf16 peak that the published
+    tokens/s implies for the traced step's GEMM and attention FLOPs (forward, backward and checkpointing's
+    recompute, i.e. hardware FLOPs). Large GEMMs reach ~0.75-0.85 of the datasheet peak in cuBLAS benchmarks, so
+    a whole step with norms, casts and the optimizer around them above IMPLAUSIBLE_UTILISATION says the row ran
+    another setup than the one recorded (another card, a compiled or fused stack)."""
+    config = row["config"]
+    flops = sum(n * op.flops for op, n in micro_step_ops(row["trace"]).items() if op.kind in _TENSOR_CORE_KINDS)
+    per_token = flops / (config.per_device_train_batch_size * config.seq_len)
+    return row["tokens_per_s"] * per_token / (int(row["gpus"]) * get_gpu(row["gpu"]).bf16_tflops * 1e12)
+
+
 def _log_errors(rows: list[dict], constants: dict) -> list[float]:
     return [abs(math.log(estimate(r, constants)[0] / r["tokens_per_s"])) for r in rows]
 
@@ -143,6 +161,7 @@ def evaluate(rows: list[dict], trials: int) -> tuple[pd.DataFrame, dict]:
                           for r in rows])
     estimates = [estimate(r, constants) for r in rows]
     frame["estimate"] = [e[0] for e in estimates]
+    frame["implied_utilisation"] = [implied_utilisation(r) for r in rows]
     for part in estimates[0][1]:
         frame[f"t_{part}"] = [e[1][part] for e in estimates]
     sources = sorted(frame["source"].unique())
@@ -241,19 +260,34 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC) -> str:
               "- The H100 and H200 price flash attention at FlashAttention-2's published 35% of peak (gpus.yaml "
               "flash_attention_share); a stack running FlashAttention-3 reaches about twice that.",
               "- llm-foundry's rows are MPT pre-training (full parameters), priced as a llama block of the same "
-              "GEMM FLOPs (see `bench/throughput/README.md`).", "",
-              "## Every row", "",
-              "Time columns: the estimated step time (s per optimizer step) by part.", "",
-              "| source | model | method | gpu | gpus | seq | published tok/s | estimated tok/s | error | matmul | "
-              "dequant | attention | elementwise | optimizer | recompute | offload/comm | overhead |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "GEMM FLOPs (see `bench/throughput/README.md`)."]
+    doubtful = frame[frame["implied_utilisation"] > IMPLAUSIBLE_UTILISATION]
+    listed = "; ".join(
+        f"{r['source']} {Path(r['model']).name} {r['method']} {r['gpu']} x{r['gpus']} seq {r['seq_len']} "
+        f"({r['implied_utilisation']:.2f}, error {(r['estimate'] / r['tokens_per_s'] - 1) * 100:+.0f}%)"
+        for r in doubtful.to_dict("records"))
+    lines.append(
+        "- Data quality (column 'implied util.', a check on each published row that does not use the performance "
+        "model): the published tokens/s times the traced step's GEMM and attention FLOPs per token (recompute "
+        f"included), as a share of the cards' dense bf16 peak. Above {IMPLAUSIBLE_UTILISATION:.2f} an eager step is "
+        "doubtful, since large GEMMs alone reach about 0.75-0.85 in cuBLAS benchmarks. "
+        + (f"Rows above it: {listed}." if listed else "No row is above it.")
+        + f" Median over all rows: {frame['implied_utilisation'].median():.2f}.")
+    lines += ["", "## Every row", "",
+              "Time columns: the estimated step time (s per optimizer step) by part. Implied util.: see the data "
+              "quality note above.", "",
+              "| source | model | method | gpu | gpus | seq | published tok/s | estimated tok/s | error | "
+              "implied util. | matmul | dequant | attention | elementwise | optimizer | recompute | offload/comm | "
+              "overhead |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.to_dict("records"):
         err = (r["estimate"] / r["tokens_per_s"] - 1) * 100
         times = " | ".join(f"{r[c]:.2f}" for c in ("t_matmul", "t_dequantization", "t_attention", "t_elementwise",
                                                    "t_optimizer", "t_recompute", "t_offload_communication",
                                                    "t_overhead"))
         lines.append(f"| {r['source']} | {Path(r['model']).name} | {r['method']} | {r['gpu']} | {r['gpus']} | "
-                     f"{r['seq_len']} | {r['tokens_per_s']:,.0f} | {r['estimate']:,.0f} | {err:+.0f}% | {times} |")
+                     f"{r['seq_len']} | {r['tokens_per_s']:,.0f} | {r['estimate']:,.0f} | {err:+.0f}% | "
+                     f"{r['implied_utilisation']:.2f} | {times} |")
     lines += ["", f"Machine that ran it: {platform.machine()}, Python {platform.python_version()} (the figures do "
               "not depend on it)."]
     text = "\n".join(lines) + "\n"

@@ -263,7 +263,8 @@ def test_throughput_accuracy_bench_prints_the_issue_keys(tmp_path):
     assert list(data) == ["points", "sources", "spearman", "median_abs_err_pct", "p90_abs_err_pct", "loso_spearman",
                           "loso_median_abs_err_pct"]
     assert data["points"] >= 40 and data["sources"] >= 2
-    assert "| source | model | method |" in doc.read_text()
+    text = doc.read_text()
+    assert "| source | model | method |" in text and "implied util." in text and "Data quality" in text
 
 
 def test_host_overhead_bench_counts_bitsandbytes_ops_apart(tmp_path):
@@ -326,3 +327,21 @@ def test_detected_card_is_the_longest_match(monkeypatch, device_name, key):
     monkeypatch.setattr(gpus, "cuda_device_name", lambda: device_name)
     spec = gpus.detect_gpu()
     assert (spec.key if spec else None) == key
+
+
+def test_implied_utilisation_of_a_published_row_by_hand():
+    """bench/throughput_accuracy.py's data-quality column: published tokens/s x the traced GEMM and attention
+    FLOPs per token, over the cards' dense bf16 peak; elementwise ops do not count."""
+    from autofit.probes._records import PhaseRecord, StepTrace
+
+    bench = load_script("bench/throughput_accuracy.py")
+    forward = PhaseRecord(ops={OpKey("gemm", False, m=1000, n=1000, k=1000, flops=2e9): 1000.0,
+                               OpKey("elementwise", False, bytes_moved=8, flops=5e12): 1.0})
+    backward = PhaseRecord(ops={OpKey("attn_bwd", False, flops=1e12): 1.0, OpKey("gemm", True, flops=1e12): 1.0})
+    trace = StepTrace(depth=1, phases={"s2.m0.forward": forward, "s2.m0.backward": backward}, trainable_params=1.0,
+                      total_params=1.0, weight_bytes=2.0, micro_steps_traced=1)
+    config = SearchSpace.load().default_config().replace(per_device_train_batch_size=2, seq_len=500)
+    row = {"trace": trace, "config": config, "tokens_per_s": 100.0, "gpus": 2, "gpu": "a100-80gb"}
+    flops_per_token = (2e12 + 1e12 + 1e12) / 1000  # forward GEMMs, attention backward, recomputed GEMM
+    peak = get_gpu("a100-80gb").bf16_tflops * 1e12
+    assert bench.implied_utilisation(row) == pytest.approx(100.0 * flops_per_token / (2 * peak))
