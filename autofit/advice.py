@@ -4,6 +4,7 @@ and the CLI say about the requirements and why the recommendation was chosen."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -131,20 +132,22 @@ def compute_advice(plan, study: optuna.Study, req: Requirements, space_values: d
             "recommended_tokens_per_s": round(own_tokens_per_s, 1)})
 
 
-def stored_requirements(study: optuna.Study) -> Requirements | None:
-    return Requirements.from_attrs(study.user_attrs.get(StudyAttr.REQUIREMENTS))
+# The stored advice, read from a study's user attributes (`study.user_attrs` queries the storage each time: a
+# caller reads it once and passes the mapping).
+def stored_requirements(attrs: Mapping[str, Any]) -> Requirements | None:
+    return Requirements.from_attrs(attrs.get(StudyAttr.REQUIREMENTS))
 
 
-def stored_concessions(study: optuna.Study) -> list[dict[str, Any]]:
-    return list(study.user_attrs.get(StudyAttr.CONCESSIONS) or [])
+def stored_concessions(attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list(attrs.get(StudyAttr.CONCESSIONS) or [])
 
 
-def stored_curves(study: optuna.Study) -> list[dict[str, Any]]:
-    return list(study.user_attrs.get(StudyAttr.SEQ_LEN_CURVE) or [])
+def stored_curves(attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list(attrs.get(StudyAttr.SEQ_LEN_CURVE) or [])
 
 
 def seq_len_csv(study: optuna.Study) -> str | None:
-    curves = stored_curves(study)
+    curves = stored_curves(study.user_attrs)
     if not curves:
         return None
     return pd.DataFrame([{k: c.get(k) for k in CSV_COLUMNS} for c in curves], columns=CSV_COLUMNS).to_csv(index=False)
@@ -152,7 +155,8 @@ def seq_len_csv(study: optuna.Study) -> str | None:
 
 def advice_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
     """The keys best-config.yaml gains: requirements (with sources), why this configuration, concessions."""
-    req = stored_requirements(study)
+    attrs = study.user_attrs
+    req = stored_requirements(attrs)
     doc: dict[str, Any] = {}
     if req is not None:
         doc["requirements"] = {
@@ -164,10 +168,10 @@ def advice_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
             doc["requirements"]["notes"] = list(req.notes)
     if rec.reason:
         doc["why"] = rec.reason
-    concessions = stored_concessions(study)
+    concessions = stored_concessions(attrs)
     if req is not None:
         doc["concessions"] = [c["text"] for c in concessions]
-    curves = stored_curves(study)
+    curves = stored_curves(attrs)
     if curves:
         doc["longest_seq_len"] = {c["strategy"]: c["longest_seq_len"] for c in curves}
     return doc
@@ -176,12 +180,13 @@ def advice_document(study: optuna.Study, rec: Recommendation) -> dict[str, Any]:
 def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
     """Lines for the CLI summary: requirements, why, concessions, the sequence-length curve (plain text)."""
     lines = []
-    req = stored_requirements(study)
+    attrs = study.user_attrs
+    req = stored_requirements(attrs)
     if req is not None:
         lines.append("Requirements: " + "; ".join(req.describe()))
     if rec is not None and rec.reason:
         lines.append(f"Why this one: {rec.reason}.")
-    concessions = [Concession(**{k: v for k, v in c.items() if k != "text"}) for c in stored_concessions(study)]
+    concessions = [Concession(**{k: v for k, v in c.items() if k != "text"}) for c in stored_concessions(attrs)]
     if concessions:
         lines.append("Concessions (each gives up one requirement; against the recommendation):")
         lines += [f"  - {c.text}" for c in concessions]
@@ -203,7 +208,7 @@ def summary_lines(study: optuna.Study, rec: Recommendation | None) -> list[str]:
                      + ("fits" if theirs["fits"] else "does not fit")
                      + f", {file_tps:,.0f} tokens/s;"
                      + f" the recommendation: {gain:+.0f}% tokens/s (estimated)")
-    for curve in stored_curves(study):
+    for curve in stored_curves(attrs):
         mark = " (recommended)" if curve["recommended"] else ""
         longest = curve["longest_seq_len"]
         cap = " (the model's limit)" if curve.get("capped_at") else ""

@@ -38,6 +38,11 @@ class ReportData:
         return self.rec.trial.number if self.rec else None
 
     @property
+    def state_counts(self) -> list[tuple[str, int]]:
+        """(state, trials) over every trial, most common first: the header's and the trials table's summary."""
+        return [(str(s), int(n)) for s, n in self.frame["state"].value_counts().items()] if len(self.frame) else []
+
+    @property
     def all_estimated(self) -> bool:
         values = [v for v in self.frame["estimated"] if v is not None and not isnan(v)]
         return all(map(bool, values)) if values else self.study_estimated

@@ -11,7 +11,7 @@ from .common import budget_line
 
 
 def seq_len_figure(data: ReportData) -> go.Figure | str:
-    curves = stored_curves(data.study)
+    curves = stored_curves(data.attrs)
     if not curves:
         return note("No sequence-length curve: no configuration fits the budget.")
     fig = go.Figure()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-import pandas as pd
 
 from ...documents import library_versions
 from ...trials import StudyAttr
@@ -44,7 +43,6 @@ def architecture(config: dict[str, Any]) -> str:
 def header_section(data: ReportData) -> str:
     a = data.attrs
     timing = study_timing(data)
-    counts = data.frame["state"].value_counts() if len(data.frame) else pd.Series(dtype=int)
     dates = ""
     if timing["first"] is not None:
         dates = f"{timing['first']:%Y-%m-%d %H:%M}"
@@ -65,7 +63,7 @@ def header_section(data: ReportData) -> str:
         searched=", ".join(a.get(StudyAttr.SEARCHED_KNOBS) or data.varying) or "none",
         pins=", ".join(f"{k}={v}" for k, v in pins.items()), dates=dates,
         duration=fmt_duration(timing["span_s"]) if timing["span_s"] is not None else "?",
-        probe_time=fmt_duration(timing["probe_s"]), counts=[(str(s), int(n)) for s, n in counts.items()],
+        probe_time=fmt_duration(timing["probe_s"]), counts=data.state_counts,
         running=sum(1 for t in data.trials if t.state == optuna.trial.TrialState.RUNNING),
         # the search records no versions: these are the ones installed here, and the page says so
         versions=", ".join(f"{k} {v}" for k, v in library_versions().items()),

@@ -11,7 +11,7 @@ from ..render import render
 
 
 def requirements_section(data: ReportData) -> str:
-    req = stored_requirements(data.study)
+    req = stored_requirements(data.attrs)
     if req is None:
         return ""
     shown = [(k, v, req.sources[k] + (f"; conceded: {req.conceded[k]} used instead" if k in req.conceded else ""))
@@ -19,4 +19,4 @@ def requirements_section(data: ReportData) -> str:
     shown.append(("global batch", GLOBAL_BATCH_FREE if req.global_batch is None else req.global_batch,
                   req.global_batch_source))
     return render("requirements.html.j2", req=req, shown=shown, reason=data.rec.reason if data.rec is not None else "",
-                  concessions=stored_concessions(data.study))
+                  concessions=stored_concessions(data.attrs))

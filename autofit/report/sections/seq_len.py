@@ -21,7 +21,7 @@ def how_known(curve: dict[str, Any]) -> str:
 
 
 def seq_len_section(data: ReportData, figures: Figures) -> str:
-    if stored_requirements(data.study) is None:
+    if stored_requirements(data.attrs) is None:
         return ""
     return render("seq-len.html.j2", figure=fragment(figures.html(lambda: seq_len_figure(data), "seq-len")),
-                  curves=stored_curves(data.study), how_known=how_known)
+                  curves=stored_curves(data.attrs), how_known=how_known)

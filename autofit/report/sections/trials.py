@@ -51,9 +51,8 @@ def trials_section(data: ReportData) -> str:
             "mark": "★ recommended" if number == rec_number else ("◆ front" if number in front else ""),
             "probe": r["probe"] if isinstance(r["probe"], str) else "",
             "error": "" if r["error"] is None or isnan(r["error"]) else str(r["error"])})
-    counts = [(str(s), int(n)) for s, n in frame["state"].value_counts().items()]
     constant = ", ".join(f"{k}={v}" for k, v in data.constant.items())
-    return render("trials.html.j2", rows=rows, columns=columns, counts=counts, constant=constant,
+    return render("trials.html.j2", rows=rows, columns=columns, counts=data.state_counts, constant=constant,
                   all_estimated=mark_all)
 
 
