@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from .errors import AutofitError
 from .trials import Outcome, TrialAttr, mark_outcome
-from .validation import mask_url
+from .validation import file_storage_lock_path, mask_url
 
 HEARTBEAT_S = float(os.environ.get("AUTOFIT_HEARTBEAT_S", "5"))  # how often a worker says it is alive
 GRACE_S = 6 * HEARTBEAT_S  # silence after which a running trial counts as lost
@@ -92,8 +92,7 @@ def study_lock(url: str, study_name: str):
     file_scheme = next((s for s in ("sqlite:///", "journal:///") if url.startswith(s)), None)
     target = _path_of(url, file_scheme) if file_scheme else None  # a hidden lock file beside the file
     if target is not None and str(target) != ":memory:":  # an in-memory database has no folder to lock in
-        lock_path = target.parent / f".{target.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"
-        with open(lock_path, "a+") as handle:
+        with open(file_storage_lock_path(target, study_name), "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

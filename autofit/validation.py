@@ -5,6 +5,9 @@ hostile value cannot exhaust memory or time."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import hashlib
 import math
 import os
 import sqlite3
@@ -204,21 +207,52 @@ def _check_file_target(path: Path, masked: str, reading: bool, sqlite: bool) -> 
             raise AutofitError(f"storage {masked}: folder {folder} is not writable")
 
 
-def _check_sqlite_file(path: Path, masked: str) -> None:
-    """An existing sqlite file must be an Optuna database (read-only look; nothing is written)."""
+def file_storage_lock_path(target: Path, study_name: str) -> Path:
+    """The hidden lock file beside a SQLite or journal file that holds autofit's study lock (storage.study_lock):
+    a search holds it while it creates the database and the study, and while it claims a trial."""
+    return target.parent / f".{target.name}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock"
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """Why an existing file cannot be used as an Optuna SQLite database (read-only look), or None."""
     with open(path, "rb") as handle:
         header = handle.read(16)
     if header != b"SQLite format 3\x00":
         what = "empty (0 bytes)" if not header else "not a SQLite database (corrupted or another kind of file)"
-        raise AutofitError(f"storage {masked}: {path} is {what}; autofit will not overwrite it")
+        return f"is {what}; autofit will not overwrite it"
     try:
         with sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as exc:
-        raise AutofitError(f"storage {masked}: {path} cannot be read as a database ({exc})") from None
+        return f"cannot be read as a database ({exc})"
     if not {"studies", "trials", "version_info"} <= tables:
-        raise AutofitError(f"storage {masked}: {path} is a SQLite database but not an Optuna study; "
-                           f"autofit will not change it")
+        return "is a SQLite database but not an Optuna study; autofit will not change it"
+    return None
+
+
+def _waited_for_a_starting_search(path: Path) -> bool:
+    """Wait until no autofit search holds a study lock beside `path`; True if there was one. A search that is
+    creating the database holds its lock until the schema is there: a second worker started at the same moment
+    would otherwise find an empty or half-made file and refuse it. Opening an existing lock file creates
+    nothing."""
+    locks = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.lock"))
+    for lock in locks:
+        try:
+            with open(lock) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH)  # blocks while a search holds it exclusively
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError:
+            continue
+    return bool(locks)
+
+
+def _check_sqlite_file(path: Path, masked: str) -> None:
+    """An existing sqlite file must be an Optuna database (read-only look; nothing is written)."""
+    problem = _sqlite_problem(path)
+    if problem is not None and _waited_for_a_starting_search(path):
+        problem = _sqlite_problem(path)  # the search that held the lock has made it by now
+    if problem is not None:
+        raise AutofitError(f"storage {masked}: {path} {problem}")
 
 
 def study_names_in(url: str) -> list[str]:

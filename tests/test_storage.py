@@ -242,3 +242,42 @@ def test_ctrl_c_stops_cleanly_and_writes_outputs(tmp_path):
     assert [t for t in study.trials if outcome_of(t) == Outcome.INTERRUPTED]
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) - 1 == len([t for t in study.trials if TrialAttr.STATE in t.user_attrs])
+
+
+def test_a_worker_starting_beside_a_search_that_creates_the_database_waits_for_it(tmp_path):
+    """Two workers started together on a new SQLite file: the first holds the study lock while it creates the
+    file and Optuna's schema; the second's storage check must wait for it, not refuse the half-made file as
+    'not an Optuna study' (seen in CI once workers started in a second with cached traces)."""
+    import sqlite3
+    import threading
+
+    from autofit.errors import AutofitError
+    from autofit.storage import study_lock
+    from autofit.validation import check_storage_url, file_storage_lock_path, sqlite_url
+
+    db = tmp_path / "study.db"
+    url = sqlite_url(db)
+    made = threading.Event()
+
+    def first_worker():
+        with study_lock(url, "shared"):
+            with sqlite3.connect(db) as conn:  # the file exists, without Optuna's tables yet
+                conn.execute("CREATE TABLE scratch (x)")
+            made.set()
+            time.sleep(1.0)
+            optuna.create_study(storage=url, study_name="shared")
+
+    thread = threading.Thread(target=first_worker)
+    thread.start()
+    assert made.wait(30)
+    check_storage_url(url, reading=False)  # waits for the lock, then finds the study
+    thread.join()
+    # a foreign database beside a lock nobody holds is still refused, at once
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    file_storage_lock_path(other, "shared").touch()
+    started = time.monotonic()
+    with pytest.raises(AutofitError, match="not an Optuna study"):
+        check_storage_url(sqlite_url(other), reading=False)
+    assert time.monotonic() - started < 10
