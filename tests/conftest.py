@@ -37,6 +37,15 @@ def load_script(relative_path: str):
     return module
 
 
+def read_only(url: str) -> str:
+    """`url`, opening a SQLite study read-only (other storages unchanged). Tests that poll a study while a search
+    may be starting read it this way: a read-write reader creates the schema when it is missing, racing the
+    search's own creation (seen under pytest-xdist: the search failed and removed its new folder)."""
+    if url.startswith("sqlite:///"):
+        return f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true"
+    return url
+
+
 def run_cli_subprocess(*args, cwd=None, timeout=600):
     """Run `python -m autofit ARGS` in a child process; returns the CompletedProcess (text)."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}

@@ -21,6 +21,8 @@ from autofit import cli
 from autofit.errors import AutofitError
 from autofit.trials import Outcome, TrialAttr, outcome_of
 
+from conftest import read_only
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 PRESETS = ROOT / "autofit" / "data" / "models"
@@ -307,13 +309,9 @@ def _cli(*args, **env):
 
 
 def _load(url, name="glm-tiny-2GB", writable=False):
-    """The study as the search wrote it. A SQLite database is opened read-only unless `writable`: tests poll it
-    while the search starts, and a reader that opened it read-write would create the schema itself, racing the
-    search's own creation (seen under pytest-xdist load: the search failed and removed its new folder)."""
+    """The study as the search wrote it, read-only unless `writable` (conftest.read_only says why)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if url.startswith("sqlite:///") and not writable:
-        url = f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true"
-    return optuna.load_study(study_name=name, storage=url)
+    return optuna.load_study(study_name=name, storage=url if writable else read_only(url))
 
 
 def _wait_for(predicate, timeout):

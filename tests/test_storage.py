@@ -18,6 +18,8 @@ import pytest
 from autofit.storage import make_storage
 from autofit.trials import Outcome, TrialAttr, is_evaluated, outcome_of
 
+from conftest import read_only
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 SEARCH = ["search", "--model", "glm-tiny", "--gpu-mem", "1.2GB", "--study-name", "shared"]
@@ -39,8 +41,9 @@ def finish(proc, timeout=300):
 
 
 def load(url):
+    """The study, read-only (conftest.read_only says why)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name="shared", storage=make_storage(url))
+    return optuna.load_study(study_name="shared", storage=make_storage(read_only(url)))
 
 
 def evaluated(study):
