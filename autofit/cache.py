@@ -25,10 +25,11 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DIR_ENV = "AUTOFIT_CACHE_DIR"
 SWITCH_ENV = "AUTOFIT_CACHE"  # "off" (or 0 / false / no) turns the cache off
@@ -38,6 +39,7 @@ _FORMAT = 1  # bump when the layout of an entry changes
 # the libraries whose versions decide a traced step, a parameter count and a model class's attention flags
 _LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 _SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+T = TypeVar("T")
 
 
 # what this process added (entries, and the folder when it made it), so that a bad-input exit can take them back
@@ -87,6 +89,16 @@ def get(namespace: str, key: Any) -> Any | None:
         return json.loads(_entry(namespace, key).read_text())["value"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+def get_or_compute(namespace: str, key: Any, compute: Callable[[], T], valid: Callable[[Any], bool]) -> T:
+    """The stored value when there is one that `valid` accepts, else `compute()`, stored for the next run."""
+    stored = get(namespace, key)
+    if stored is not None and valid(stored):
+        return stored
+    value = compute()
+    put(namespace, key, value)
+    return value
 
 
 def put(namespace: str, key: Any, value: Any) -> None:

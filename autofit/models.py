@@ -67,18 +67,16 @@ class ModelSpec:
 
 @cache
 def _count(name: str, config_json: str) -> int:
-    stored = disk_cache.get("params", config_json)
-    if isinstance(stored, int):
-        return stored
-    import torch
-    import transformers
+    def count() -> int:
+        import torch
+        import transformers
 
-    spec = ModelSpec(name=name, config=json.loads(config_json), hf_ref=name)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(spec.hf_config())
-    count = sum(p.numel() for p in model.parameters())
-    disk_cache.put("params", config_json, count)
-    return count
+        spec = ModelSpec(name=name, config=json.loads(config_json), hf_ref=name)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(spec.hf_config())
+        return sum(p.numel() for p in model.parameters())
+
+    return disk_cache.get_or_compute("params", config_json, count, valid=lambda v: isinstance(v, int))
 
 
 def count_parameters(spec: ModelSpec) -> int:
@@ -104,29 +102,28 @@ def causal_lm_class(spec: ModelSpec):
 def _attention_facts(config_json: str) -> dict[str, Any]:
     """{"class": the causal-LM class's name, "support": {attention implementation: whether the class runs it}};
     kept on disk, since finding the class imports the model's transformers package (seconds)."""
-    stored = disk_cache.get("attention", config_json)
-    if isinstance(stored, dict) and set(stored.get("support", {})) == set(_ATTENTION_FLAGS):
-        return stored
-    cls = causal_lm_class(ModelSpec(name="", config=json.loads(config_json), hf_ref=""))
-    facts = {"class": cls.__name__,
-             "support": {v: v == "eager" or (flag is not None and bool(getattr(cls, flag, False)))
-                         for v, flag in _ATTENTION_FLAGS.items()}}
-    disk_cache.put("attention", config_json, facts)
-    return facts
+    def facts() -> dict[str, Any]:
+        cls = causal_lm_class(ModelSpec(name="", config=json.loads(config_json), hf_ref=""))
+        return {"class": cls.__name__,
+                "support": {v: v == "eager" or (flag is not None and bool(getattr(cls, flag, False)))
+                            for v, flag in _ATTENTION_FLAGS.items()}}
+
+    return disk_cache.get_or_compute(
+        "attention", config_json, facts,
+        valid=lambda v: isinstance(v, dict) and set(v.get("support", {})) == set(_ATTENTION_FLAGS))
 
 
 @cache
 def known_model_types() -> frozenset[str]:
     """The model_type values this transformers has a config class for (kept on disk: the lookup imports
     transformers, seconds)."""
-    stored = disk_cache.get("model-types", "CONFIG_MAPPING")
-    if isinstance(stored, list) and stored:
-        return frozenset(stored)
-    from transformers import CONFIG_MAPPING
+    def types() -> list[str]:
+        from transformers import CONFIG_MAPPING
 
-    types = sorted(CONFIG_MAPPING.keys())
-    disk_cache.put("model-types", "CONFIG_MAPPING", types)
-    return frozenset(types)
+        return sorted(CONFIG_MAPPING.keys())
+
+    return frozenset(disk_cache.get_or_compute("model-types", "CONFIG_MAPPING", types,
+                                               valid=lambda v: isinstance(v, list) and bool(v)))
 
 
 def causal_lm_class_name(spec: ModelSpec) -> str:
