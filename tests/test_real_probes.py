@@ -89,6 +89,9 @@ def test_screen_skips_what_the_trace_predicts_far_over_budget():
 @pytest.mark.slow  # real training steps on the CPU
 @pytest.mark.timeout(900)  # as long as its subprocess may take
 def test_cpu_search_end_to_end(tmp_path):
+    """`autofit search --probe cpu` in a real process: real training steps measure the trials, an out-of-memory
+    one among them, and then confirm the recommendation's longest seq_len (seq-len.csv, the summary and the
+    report label it measured, the other strategies' boundaries estimated)."""
     out = tmp_path / "out"
     proc = cli("search", "--probe", "cpu", "--model", MODEL_DIR, "--gpu-mem", "1GB", "--trials", 4,
                "--space", TESTS / "data" / "cpu-space.yaml", "--no-screen", "--out", out, "--seed", 3)
@@ -105,6 +108,16 @@ def test_cpu_search_end_to_end(tmp_path):
         assert r["predicted_peak_gib"] and r["peak_allocated_gib"] and r["peak_reserved_gib"]
         assert abs(float(r["prediction_error_pct"])) < 5
     assert "measured" in (out / "best-config.yaml").read_text() or "estimated: false" in (out / "best-config.yaml").read_text()
+    # the recommendation's longest seq_len is confirmed by real probes; the other strategies' stay estimated
+    seq_rows = list(csv.DictReader((out / "seq-len.csv").open()))
+    [rec] = [r for r in seq_rows if r["recommended"] == "True"]
+    assert rec["confirmed"] in ("measured", "moved") and rec["estimated"] == "False"
+    assert rec["measured_peak_gib"] and float(rec["measured_peak_gib"]) <= 0.95
+    assert rec["measured_probes"].startswith(f"{int(float(rec['trace_longest_seq_len']))}:")
+    assert all(r["confirmed"] == "estimated" for r in seq_rows if r is not rec)
+    assert "by a real probe" in proc.stdout
+    report = (out / "report.html").read_text()
+    assert "measured: the real probe agrees" in report or "measured: moved from the trace" in report
 
 
 def test_hanging_probe_is_killed_and_the_search_goes_on(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The HTML report, from real searches (autofit's sampler and the trace probe on the glm-tiny preset), checked as
 HTML and opened from file:// in headless Chromium (Debian's `chromium`; the browser tests skip without it)."""
 
+import json
 import re
 import zlib
 from pathlib import Path
@@ -291,30 +292,20 @@ def test_other_reports_in_chromium(browser, which, request):
 
 
 @needs_chromium
-def test_100_trial_report_loads_quickly(searched):
-    """A fresh browser, its renderer started on a small page, then the report: navigation start to the load
-    event, when every figure has drawn (the figures draw before the load event). The best of three fresh browsers,
-    so that one stall of a shared CI machine does not fail it."""
+def test_report_load_bench_times_a_100_trial_report(searched, capsys):
+    """bench/report_load.py (the load-time benchmark; its figures are in docs/report.md) opens the 100-trial
+    report in a fresh browser and waits for every figure. No time limit here: a shared CI machine's timing says
+    little, so speed is the benchmark's business."""
     study, path = searched
     assert len(trials_frame(study)) >= 100
-    timings = []
-    for _ in range(3):
-        with shot.Browser(width=1280, height=900) as b:
-            b.open(Path(__file__))
-            timing = b.open(path)
-            timings.append(timing)
-            assert b.evaluate(shot.FIGURES_JS)["rendered"] >= 5
-        if max(timing["load"], timing["figures"]) < 2.0:
-            break
-    best = min(max(t["load"], t["figures"]) for t in timings)
-    rounded = {k: [round(t[k] or -1, 2) for t in timings] for k in ("paint", "load", "figures")}
-    print(f"100-trial report: first paint {rounded['paint']} s, load {rounded['load']} s, all figures drawn "
-          f"{rounded['figures']} s")
-    # The 2 s target is a benchmark figure (docs/report.md: 1.7-1.95 s on the 2-core dev box when quiet); on a
-    # shared, noisy machine a timed test only guards against gross regressions.
-    assert best < 5.0, timings
-    # plotly loads last: the header, the recommendation and the table show long before the figures
-    assert min(t["paint"] or 99 for t in timings) < 3.0, timings
+    bench = load_script("bench/report_load.py")
+    assert bench.main(["--report", str(path), "--runs", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == 1 and result["report_mb"] > 1
+    timing = result["median_s"]
+    assert all(timing[k] > 0 for k in ("paint", "load", "figures")), timing
+    # plotly loads last: the header, the recommendation and the table paint before the figures draw
+    assert timing["paint"] < timing["figures"], timing
 
 
 @needs_chromium
