@@ -245,6 +245,23 @@ def test_installed_entry_point_runs():
     assert proc.returncode == 0 and "GiB" in proc.stdout, proc.stderr
 
 
+def test_the_program_entry_freezes_the_heap_on_the_way_out_and_keeps_the_exit_status():
+    """`autofit` and `python -m autofit` run `cli.run`: `main`, then gc.freeze() so that the interpreter's last
+    collection skips torch's millions of objects (about 1 s of a cold estimate). The exit status is main's."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["autofit"] == "autofit.cli:run"
+    assert (ROOT / "autofit" / "__main__.py").read_text().strip().endswith("run()")
+    probe = ("import gc, sys; from autofit import cli; sys.argv = ['autofit', *sys.argv[1:]]\n"
+             "try:\n    cli.run()\nexcept SystemExit as exc:\n"
+             "    print(exc.code, gc.get_freeze_count() > 0, file=sys.stderr); raise")
+    for args, status in ((["--help"], 0), (["estimate", "--model", "glm-tiny", "--gpu-mem", "24XB"], 2)):
+        proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == status and proc.stderr.strip().endswith(f"{status} True"), proc.stderr
+
+
 def test_python_m_autofit_bad_input_in_a_real_process(tmp_path):
     out = tmp_path / "out"
     _bad(run_cli_subprocess("search", "--model", "glm-tiny", "--gpu-mem", "24XB", "--out", out),
