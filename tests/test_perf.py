@@ -265,6 +265,15 @@ def test_throughput_accuracy_bench_prints_the_issue_keys(tmp_path):
     assert data["points"] >= 40 and data["sources"] >= 2
     text = doc.read_text()
     assert "| source | model | method |" in text and "implied util." in text and "Data quality" in text
+    # the held-out rows are judged apart: in their own section, in no summary figure
+    import csv
+
+    published = list(csv.DictReader((root / "bench" / "throughput" / "published.csv").open()))
+    heldout = list(csv.DictReader((root / "bench" / "throughput" / "heldout.csv").open()))
+    assert data["points"] == len(published) and heldout
+    assert not {r["source"] for r in heldout} & {r["source"] for r in published}
+    section = text.split("## Held out")[1].split("## Every row")[0]
+    assert all(f"| {r['source']} |" in section for r in heldout)
 
 
 def test_host_overhead_bench_counts_bitsandbytes_ops_apart(tmp_path):
