@@ -246,8 +246,8 @@ def test_installed_entry_point_runs():
 
 
 def test_the_program_entry_freezes_the_heap_on_the_way_out_and_keeps_the_exit_status():
-    """`autofit` and `python -m autofit` run `cli.run`: `main`, then gc.freeze() so that the interpreter's last
-    collection skips torch's millions of objects (about 1 s of a cold estimate). The exit status is main's."""
+    """`autofit` and `python -m autofit` run `cli.run`: `main`, then gc.freeze() so that the shutdown's
+    garbage collections skip what torch leaves (about 1 s of a cold estimate). The exit status is main's."""
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

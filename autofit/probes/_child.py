@@ -190,6 +190,6 @@ if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
     finally:
-        # the result is written: skip the exit's last collection of torch's millions of objects (~1 s a probe;
-        # autofit.cli.run says more)
+        # the result is written: skip the shutdown's garbage collections of what torch and transformers leave
+        # (~1 s a probe; autofit.cli.run says more)
         gc.freeze()
