@@ -28,3 +28,10 @@ def test_every_file_of_autofit_is_declared_in_pyproject():
             globs = package_data.get(package, [])
             assert any(fnmatch.fnmatch(path.name, g) for g in globs), f"{path} matches no package-data glob"
     assert {"page.html.j2", "macros.html.j2"} <= {p.name for p in (report / "templates").iterdir()}
+
+
+def test_the_autofit_script_runs_the_program_entry():
+    """The installed `autofit` runs cli.run (main, then the heap frozen for a quick exit), as `python -m autofit`
+    does; tests/test_cli.py checks what run does."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"autofit": "autofit.cli:run"}
