@@ -29,6 +29,9 @@ class GpuSpec:
     # Share of bf16 peak that FlashAttention-2's forward reaches on this card, where it differs from
     # runtime.yaml's attention_forward_efficiency (judged on the A100); None: runtime.yaml's figure.
     flash_attention_share: float | None = None
+    # Share of bf16_tflops that large bf16 GEMMs (fp32 accumulate, as torch.matmul runs them) were measured to
+    # reach on this card, where published measurements exist; None: runtime.yaml's gemm_max_efficiency.
+    gemm_share: float | None = None
 
 
 @cache

@@ -47,6 +47,28 @@ def test_gemm_of_a_given_shape_is_filed_and_priced_by_hand():
     assert part == "matmul" and seconds == pytest.approx(by_hand, rel=1e-9)
 
 
+def test_a_card_with_a_measured_gemm_share_prices_gemms_at_it():
+    """gpus.yaml's gemm_share (measured large-GEMM throughput over the datasheet) replaces runtime.yaml's judged
+    gemm_max_efficiency on that card only; the rest of the model is the same."""
+    from dataclasses import replace
+
+    from autofit.runtime import runtime_constants
+
+    constants = runtime_constants()
+    a10, rtx4090 = get_gpu("a10"), get_gpu("rtx4090")
+    assert a10.gemm_share is None and rtx4090.gemm_share == 1.0
+    assert PerfModel.for_gpu(a10, constants).gemm_max_efficiency == constants["gemm_max_efficiency"]
+    measured = PerfModel.for_gpu(rtx4090, constants)
+    judged = PerfModel.for_gpu(replace(rtx4090, gemm_share=None), constants)
+    assert measured.gemm_max_efficiency == 1.0 and judged.gemm_max_efficiency == constants["gemm_max_efficiency"]
+    flops = 2 * 4096 * 4096 * 4096
+    assert measured.gemm_seconds(4096, 4096, 4096, 0) == pytest.approx(
+        flops / (165e12 * (4096 / (4096 + constants["gemm_half_dim"])) ** 3))
+    assert judged.gemm_seconds(4096, 4096, 4096, 0) / measured.gemm_seconds(4096, 4096, 4096, 0) == pytest.approx(
+        1.0 / constants["gemm_max_efficiency"])
+    assert measured.bandwidth_efficiency == judged.bandwidth_efficiency
+
+
 def test_skinny_lora_gemm_reaches_a_fraction_of_peak():
     big, lora = PERF.gemm_efficiency(4096, 4096, 4096), PERF.gemm_efficiency(4096, 16, 4096)
     assert big == pytest.approx(0.8 * (4096 / 4160) ** 3)

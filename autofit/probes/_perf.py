@@ -8,7 +8,8 @@ depth like every other quantity. `PerfModel.price` turns such a table into secon
 
 - GEMM: FLOPs / (peak x efficiency(M, N, K)), where each dimension d contributes d / (d + gemm_half_dim):
   tiles of a small or skinny GEMM (a LoRA adapter of rank 16, a batch of 256 tokens) leave the tensor cores
-  idle, large ones approach gemm_max_efficiency; never faster than its bytes at memory bandwidth.
+  idle, large ones approach gemm_max_efficiency (or the card's measured gemm_share, gpus.yaml); never faster
+  than its bytes at memory bandwidth.
 - bitsandbytes 4-bit matmul: dequantization of the whole weight (4-bit codes and absmax read, bf16 weight
   written) and then a bf16 GEMM, as its CUDA path does for training-sized inputs; explicit dequantizations
   (the backward's dequantize_4bit, double quantization's dequantize_blockwise, int8 weights scaled to bf16)
@@ -75,6 +76,8 @@ class PerfModel:
     @classmethod
     def for_gpu(cls, gpu: GpuSpec, constants: dict) -> PerfModel:
         values = {name: float(constants[name]) for name in PERF_CONSTANTS}
+        if gpu.gemm_share is not None:  # measured on this card (gpus.yaml) rather than judged for all
+            values["gemm_max_efficiency"] = float(gpu.gemm_share)
         share = gpu.flash_attention_share
         if share is not None:  # a card where FA2 reaches another share of peak (Hopper): backward in proportion
             values["attention_backward_efficiency"] *= share / values["attention_forward_efficiency"]
