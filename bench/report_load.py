@@ -44,8 +44,9 @@ def build_report(folder: Path, trials: int) -> Path:
     return report
 
 
-def time_report(report: Path, runs: int) -> list[dict[str, float]]:
-    timings = []
+def time_report(report: Path, runs: int) -> tuple[list[dict[str, float]], int]:
+    """Timings of each fresh browser, and how many plotly figures drew (all of them, or it stops)."""
+    timings, figures = [], 0
     for _ in range(runs):
         with shot.Browser(width=1280, height=900) as browser:
             browser.open(Path(__file__))  # start the renderer on a small page first
@@ -54,7 +55,8 @@ def time_report(report: Path, runs: int) -> list[dict[str, float]]:
             if drawn["rendered"] < drawn["total"]:
                 raise SystemExit(f"only {drawn['rendered']} of {drawn['total']} figures drew in {report}")
             timings.append({k: float(timing[k] or float("nan")) for k in MEASURES})
-    return timings
+            figures = int(drawn["rendered"])
+    return timings, figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,20 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="autofit-report-load-") as tmp:
         report = args.report or build_report(Path(tmp) / "out", args.trials)
         load_before = os.getloadavg()
-        timings = time_report(report, args.runs)
+        timings, figures = time_report(report, args.runs)
         load_after = os.getloadavg()
         size_mb = report.stat().st_size / 1e6
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_before": round(load_before[0], 2), "load_average_after": round(load_after[0], 2),
-        "report_mb": round(size_mb, 2), "runs": args.runs,
+        "report_mb": round(size_mb, 2), "figures_drawn": figures, "runs": args.runs,
         "median_s": {k: round(statistics.median(t[k] for t in timings), 2) for k in MEASURES},
         "every_run_s": {k: [round(t[k], 2) for t in timings] for k in MEASURES},
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"report {result['report_mb']} MB, {args.runs} fresh browsers on {result['machine']} "
+    print(f"report {result['report_mb']} MB, {figures} figures, {args.runs} fresh browsers on {result['machine']} "
           f"(load average {result['load_average_before']} before, {result['load_average_after']} after)")
     for name, label in zip(MEASURES, ("first paint", "load event", "every figure drawn"), strict=True):
         print(f"  {label:<20} median {result['median_s'][name]:.2f} s   runs {result['every_run_s'][name]}")

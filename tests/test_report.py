@@ -301,7 +301,7 @@ def test_report_load_bench_times_a_100_trial_report(searched, capsys):
     bench = load_script("bench/report_load.py")
     assert bench.main(["--report", str(path), "--runs", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["runs"] == 1 and result["report_mb"] > 1
+    assert result["runs"] == 1 and result["report_mb"] > 1 and result["figures_drawn"] >= 5
     timing = result["median_s"]
     assert all(timing[k] > 0 for k in ("paint", "load", "figures")), timing
     # plotly loads last: the header, the recommendation and the table paint before the figures draw
