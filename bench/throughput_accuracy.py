@@ -7,8 +7,8 @@ same model and knobs and prices the step on the same card (autofit/probes/_perf.
 autofit/data/runtime.yaml), then compares tokens/s. Reported: the table, Spearman rank correlation per source
 and overall, the median and 90th percentile of |error|, and the same leave-one-source-out: the fitted
 constants (FITTED) are refitted with one source's rows left out and judged on that source only, so a constant
-tuned to one table does not pass as accuracy. The rows of bench/throughput/heldout.csv (sources found after the
-constants were set) are never fitted: they are judged with runtime.yaml's constants as shipped and reported apart,
+tuned to one table does not pass as accuracy. The rows of bench/throughput/heldout.csv (sources collected apart
+from the calibration set) are never fitted: they are judged with runtime.yaml's constants as shipped and reported apart,
 outside the summary figures. Writes docs/throughput-accuracy.md.
 
 Traces (the slow part, ~2-5 s each on a laptop core) are cached in bench/throughput/traces.json.gz, keyed by
@@ -161,12 +161,14 @@ def _stats(frame: pd.DataFrame, column: str) -> dict:
 
 
 def judge(rows: list[dict]) -> pd.DataFrame:
-    """Each row's estimate with runtime.yaml's constants as shipped, its parts and its implied utilisation."""
+    """Each row's estimate with runtime.yaml's constants as shipped, its signed error (%), its parts and its implied
+    utilisation."""
     constants = dict(runtime_constants())
     frame = pd.DataFrame([{k: r[k] for k in ("source", "model", "method", "gpu", "gpus", "seq_len", "tokens_per_s")}
                           for r in rows])
     estimates = [estimate(r, constants) for r in rows]
     frame["estimate"] = [e[0] for e in estimates]
+    frame["error_pct"] = (frame["estimate"] / frame["tokens_per_s"] - 1) * 100
     frame["implied_utilisation"] = [implied_utilisation(r) for r in rows]
     for part in estimates[0][1]:
         frame[f"t_{part}"] = [e[1][part] for e in estimates]
@@ -209,28 +211,28 @@ _ROW_HEADER = ["| source | model | method | gpu | gpus | seq | published tok/s |
 def _row_lines(frame: pd.DataFrame) -> list[str]:
     lines = []
     for r in frame.to_dict("records"):
-        err = (r["estimate"] / r["tokens_per_s"] - 1) * 100
         times = " | ".join(f"{r[c]:.2f}" for c in _TIME_COLUMNS)
         lines.append(f"| {r['source']} | {Path(r['model']).name} | {r['method']} | {r['gpu']} | {r['gpus']} | "
-                     f"{r['seq_len']} | {r['tokens_per_s']:,.0f} | {r['estimate']:,.0f} | {err:+.0f}% | "
+                     f"{r['seq_len']} | {r['tokens_per_s']:,.0f} | {r['estimate']:,.0f} | {r['error_pct']:+.0f}% | "
                      f"{r['implied_utilisation']:.2f} | {times} |")
     return lines
 
 
 def _error_range(frame: pd.DataFrame, mask: pd.Series) -> str:
     """The signed errors of the selected rows, as 'lo% to hi%' (for the known-gaps notes, so they follow the data)."""
-    err = (frame.loc[mask, "estimate"] / frame.loc[mask, "tokens_per_s"] - 1) * 100
+    err = frame.loc[mask, "error_pct"]
     return f"{err.min():+.0f}% to {err.max():+.0f}%" if len(err) else "n/a"
 
 
 def _heldout_lines(heldout: pd.DataFrame | None) -> list[str]:
     if heldout is None or heldout.empty:
         return []
-    err = (heldout["estimate"] / heldout["tokens_per_s"] - 1).abs() * 100
+    err = heldout["error_pct"].abs()
     return ["", "## Held out: sources never fitted", "",
-            f"`bench/throughput/heldout.csv`: {len(heldout)} rows from {heldout['source'].nunique()} sources found "
-            "after the constants above were set (2026-12-01), judged with runtime.yaml's constants as shipped and "
-            "kept out of every figure above and of every fit. Median abs error "
+            f"`bench/throughput/heldout.csv`: {len(heldout)} rows from {heldout['source'].nunique()} sources, judged "
+            "with runtime.yaml's constants as shipped and kept out of every figure above and of every fit (added on "
+            "2026-12-01 before the per-card GEMM shares and the refit of gemm_half_dim, and used in neither, though "
+            "their figures were known then). Median abs error "
             f"{err.median():.1f}% (of {len(heldout)}; too few rows for a percentile or a rank correlation). Rows of "
             "the same sources that autofit's knobs cannot express are left out and listed in "
             "`bench/throughput/README.md`.", "", *_ROW_HEADER, *_row_lines(heldout)]
@@ -326,7 +328,7 @@ def write_doc(frame: pd.DataFrame, summary: dict, path: Path = DOC, heldout: pd.
     doubtful = frame[frame["implied_utilisation"] > IMPLAUSIBLE_UTILISATION]
     listed = "; ".join(
         f"{r['source']} {Path(r['model']).name} {r['method']} {r['gpu']} x{r['gpus']} seq {r['seq_len']} "
-        f"({r['implied_utilisation']:.2f}, error {(r['estimate'] / r['tokens_per_s'] - 1) * 100:+.0f}%)"
+        f"({r['implied_utilisation']:.2f}, error {r['error_pct']:+.0f}%)"
         for r in doubtful.to_dict("records"))
     lines.append(
         "- Data quality (column 'implied util.', a check on each published row that does not use the performance "
